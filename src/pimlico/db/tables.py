@@ -1,0 +1,235 @@
+"""The tables of Pimlico's store (SQLAlchemy 2 declarative), for SQLite and PostgreSQL alike.
+
+Rows here are storage, not the domain: ``pimlico.db.mappers`` turns them into domain entities.
+Grants are never deleted: memberships and assignments carry ``ended_at``/``ended_by``/
+``end_reason``. Every change is also a row of ``audit_events`` (written in the same
+transaction), and ``pim_state`` holds the head of the audit chain and the store's revision.
+Relationships are not used: services load what they need explicitly, so no query is hidden.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(36)
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC instant; stored naive-UTC so SQLite and PostgreSQL round-trip alike."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class UserRow(Base):
+    """A person. ``user_name_key`` is the lower-cased user name, unique."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(256))
+    user_name_key: Mapped[str] = mapped_column(String(256), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    email: Mapped[str | None] = mapped_column(String(320))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    manager_id: Mapped[str | None] = mapped_column(ID, ForeignKey("users.id"))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ServiceAccountRow(Base):
+    """A non-human principal; holds active assignments only."""
+
+    __tablename__ = "service_accounts"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class GroupRow(Base):
+    """A security group. ``role_assignable`` is written once, at creation."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    display_name: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text, default="")
+    role_assignable: Mapped[bool] = mapped_column(Boolean)
+    pim_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class MembershipRow(Base):
+    """A static membership or ownership of a group; ended, never deleted."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (
+        Index("ix_memberships_group_open", "group_id", "ended_at"),
+        Index("ix_memberships_member", "member_type", "member_id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    group_id: Mapped[str] = mapped_column(ID, ForeignKey("groups.id"))
+    member_type: Mapped[str] = mapped_column(String(32))
+    member_id: Mapped[str] = mapped_column(ID)
+    relation: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(ID)
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(ID)
+    end_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RoleRow(Base):
+    """A role: a name and its permission patterns."""
+
+    __tablename__ = "roles"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    permissions: Mapped[list[str]]
+    built_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RoleSettingsRow(Base):
+    """The policy of one target (a role, a group's membership or ownership).
+
+    ``version`` increases with each change; it is the ETag for optimistic concurrency.
+    """
+
+    __tablename__ = "role_settings"
+    __table_args__ = (UniqueConstraint("target_type", "object_id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    target_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(ID)
+    settings: Mapped[dict[str, Any]]
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str | None] = mapped_column(ID)
+
+
+class AssignmentRow(Base):
+    """An eligible or active assignment of a target to a principal for ``[start_at, end_at)``."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        Index("ix_assignments_principal", "principal_type", "principal_id"),
+        Index("ix_assignments_target", "target_type", "target_id", "scope"),
+        Index("ix_assignments_ended_at", "ended_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    principal_type: Mapped[str] = mapped_column(String(32))
+    principal_id: Mapped[str] = mapped_column(ID)
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(ID)
+    scope: Mapped[str] = mapped_column(String(1024))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(ID)
+    justification: Mapped[str | None] = mapped_column(Text)
+    activated_from: Mapped[str | None] = mapped_column(ID, ForeignKey("assignments.id"))
+    request_id: Mapped[str | None] = mapped_column(ID)
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(ID)
+    end_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEventRow(Base):
+    """One audited change. Append-only; ``hash`` chains it to the event before it.
+
+    ``before``/``after`` hold canonical JSON text (not a JSON column) so the bytes that were
+    hashed are exactly the bytes that are stored, on every database.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_occurred_at", "occurred_at"),
+        Index("ix_audit_events_actor", "actor"),
+        Index("ix_audit_events_target", "target_type", "target_id"),
+        Index("ix_audit_events_revision", "revision"),
+    )
+
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime]
+    actor: Mapped[str | None] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(128))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(String(256))
+    before: Mapped[str | None] = mapped_column(Text)
+    after: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class PimStateRow(Base):
+    """The single row that every write locks first: the store's revision and the chain head.
+
+    Locking it serialises writers, which is what makes revisions gap-free and in commit
+    order and the audit chain linear.
+    """
+
+    __tablename__ = "pim_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    audit_sequence: Mapped[int] = mapped_column(BigInteger)
+    audit_hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,149 @@
+"""The one error tree of Pimlico.
+
+Every error a caller can cause is a ``PimlicoError`` with a stable ``code`` and an HTTP
+``status``. Only the API layer renders them (problem+json) and only the CLI prints them;
+nothing below those layers knows about HTTP or terminals. This module imports only the
+standard library, so the domain may raise these errors.
+
+    PimlicoError
+    ├── InvalidInput            400  InvalidInput         one or more fields break a rule
+    │   ├── InvalidPolicy       400  InvalidPolicy        role settings that break a rule
+    │   └── PolicyViolation     400  RoleAssignmentRequestPolicyValidationFailed
+    │                                                      (carries the failed rule codes)
+    ├── NotFound            404  NotFound             the named thing does not exist
+    ├── Conflict            409  Conflict             the state changed under the caller
+    │   ├── AlreadyExists       409  AlreadyExists        a unique name is taken
+    │   ├── RoleAssignmentExists 400 RoleAssignmentExists the same grant is already in force
+    │   ├── RoleAssignmentDoesNotExist 400 RoleAssignmentDoesNotExist
+    │   ├── ActiveDurationTooShort 400 ActiveDurationTooShort
+    │   ├── CycleDetected       409  CycleDetected        a group would contain itself
+    │   ├── DepthExceeded       409  NestingTooDeep       nesting deeper than the cap
+    │   └── LastGlobalAdministrator 409 LastGlobalAdministrator
+    ├── PermissionDenied    403  PermissionDenied     the caller may not do this
+    └── AuditChainBroken    500  AuditChainBroken     the audit log was tampered with
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One rule that one field broke: ``field`` is a dotted path, ``rule`` names the rule."""
+
+    field: str
+    rule: str
+    message: str
+
+
+class PimlicoError(Exception):
+    """Base of every error a caller can cause. ``code`` is stable; ``status`` is HTTP."""
+
+    code: str = "PimlicoError"
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(PimlicoError):
+    """Input that breaks one or more rules; ``errors`` names each field and rule."""
+
+    code = "InvalidInput"
+    status = 400
+
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[FieldError] = list(errors or [])
+
+    def __str__(self) -> str:
+        if not self.errors:
+            return self.message
+        details = "; ".join(f"{e.field}: {e.message}" for e in self.errors)
+        return f"{self.message}: {details}"
+
+
+class InvalidPolicy(InvalidInput):
+    """Role settings that break one or more rules."""
+
+    code = "InvalidPolicy"
+
+
+class PolicyViolation(InvalidInput):
+    """A request that breaks the role settings; ``rules`` lists every failed rule at once."""
+
+    code = "RoleAssignmentRequestPolicyValidationFailed"
+
+    def __init__(self, rules: list[FieldError]) -> None:
+        names = sorted({e.rule for e in rules})
+        super().__init__(f"The following policy rules failed: {names}", rules)
+
+    @property
+    def rules(self) -> list[str]:
+        return sorted({e.rule for e in self.errors})
+
+
+class NotFound(PimlicoError):
+    code = "NotFound"
+    status = 404
+
+
+class Conflict(PimlicoError):
+    code = "Conflict"
+    status = 409
+
+
+class AlreadyExists(Conflict):
+    code = "AlreadyExists"
+
+
+class RoleAssignmentExists(Conflict):
+    code = "RoleAssignmentExists"
+    status = 400
+
+
+class RoleAssignmentDoesNotExist(Conflict):
+    code = "RoleAssignmentDoesNotExist"
+    status = 400
+
+
+class ActiveDurationTooShort(Conflict):
+    code = "ActiveDurationTooShort"
+    status = 400
+
+
+class CycleDetected(Conflict):
+    code = "CycleDetected"
+
+
+class DepthExceeded(Conflict):
+    code = "NestingTooDeep"
+
+
+class LastGlobalAdministrator(Conflict):
+    code = "LastGlobalAdministrator"
+
+
+class PermissionDenied(PimlicoError):
+    code = "PermissionDenied"
+    status = 403
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenLink:
+    """Where the audit chain first breaks, and why."""
+
+    sequence: int
+    reason: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class AuditChainBroken(PimlicoError):
+    code = "AuditChainBroken"
+    status = 500
+
+    def __init__(self, broken: BrokenLink) -> None:
+        super().__init__(f"audit chain broken at event {broken.sequence}: {broken.reason}")
+        self.broken = broken
