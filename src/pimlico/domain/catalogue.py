@@ -63,7 +63,7 @@ GLOBAL_ADMINISTRATOR = BuiltInRole(
 PRIVILEGED_ROLE_ADMINISTRATOR = BuiltInRole(
     id="00000000-0000-4000-8000-000000000002",
     name="Privileged Role Administrator",
-    description="Manage roles, role settings, assignments and requests, and role-assignable groups.",
+    description="Manage roles, role settings, assignments, requests and role-assignable groups.",
     permissions=(
         "pim.roles.*",
         "pim.policies.*",

@@ -67,7 +67,7 @@ def candidate_patterns(permission: str) -> tuple[str, ...]:
 
 def matches(pattern: str, permission: str) -> bool:
     """Does ``pattern`` grant ``permission``?"""
-    if pattern == WILDCARD or pattern == permission:
+    if pattern in (WILDCARD, permission):
         return True
     if pattern.endswith(".*"):
         return permission.startswith(pattern[:-1])

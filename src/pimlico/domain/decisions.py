@@ -1,0 +1,544 @@
+"""Decisions: may principal P use permission X at scope S at instant t — and why.
+
+The engine is pure: it is fed the directory (principals, groups, memberships, roles and
+assignments) and answers from memory, never from the store. Time is evaluated when the
+question is asked, so a grant whose window is ``[start, end)`` answers "no" at exactly ``end``
+without any background job.
+
+For speed the index keeps, for every user and service account, the groups it reaches (each
+with the time window of that path and a link back along the chain, for the explanation), and,
+for every permission pattern, who holds it through which active role assignment. A decision
+is then a handful of dictionary look-ups and one set intersection.
+
+Instants inside the index are POSIX timestamps (floats): ``datetime.timestamp()`` maps equal
+instants to equal floats, so ``start <= t < end`` keeps its meaning at the boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pimlico.domain.permissions import candidate_patterns, matches
+from pimlico.domain.scopes import ancestors
+
+FOREVER = math.inf
+
+
+def ts(at: datetime | None, default: float = FOREVER) -> float:
+    """An aware datetime as the index's float timestamp (``None`` → ``default``)."""
+    return default if at is None else at.timestamp()
+
+
+def from_ts(value: float) -> datetime | None:
+    return None if value == FOREVER or value == -FOREVER else datetime.fromtimestamp(value, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One link of a chain: ``member`` belongs to ``group_id`` through a static membership
+    (``via == "membership"``) or an active PIM assignment (``via == "assignment"``)."""
+
+    member_id: str
+    group_id: str
+    via: str
+    via_id: str
+    start: float
+    end: float
+
+
+# A path from a principal up to a group: (start, end, step, rest). ``rest`` is the path from
+# the step's group onwards (None when the step reaches the group directly). Tuples, not
+# objects: there are millions of these in a large directory.
+Path = tuple[float, float, Step, "Path | None"]
+
+
+def chain_of(path: Path | None) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    while path is not None:
+        steps.append(path[2])
+        path = path[3]
+    return tuple(steps)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Why something is allowed: which assignment, held by whom, reached through which chain."""
+
+    assignment_id: str
+    role_id: str
+    scope: str
+    pattern: str
+    holder_id: str
+    chain: tuple[Step, ...]
+    start: datetime | None
+    end: datetime | None
+    """When this grant stops applying along this chain (``None``: never)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    principal_id: str
+    permission: str
+    scope: str
+    at: datetime
+    reason: str
+    grant: Grant | None = None
+    revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeldGroup:
+    group_id: str
+    relation: str
+    chain: tuple[Step, ...]
+    end: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAssignment:
+    assignment_id: str
+    kind: str
+    target_type: str
+    target_id: str
+    scope: str
+    holder_id: str
+    chain: tuple[Step, ...]
+    start: datetime | None
+    end: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Everything a principal holds at one instant."""
+
+    principal_id: str
+    at: datetime
+    roles: tuple[Grant, ...] = ()
+    """One entry per active role assignment in force (``pattern`` is empty here)."""
+    groups: tuple[HeldGroup, ...] = ()
+    eligible: tuple[HeldAssignment, ...] = ()
+    permissions: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    """(permission pattern, scope) pairs the principal holds."""
+
+
+# An active role grant inside the index: (scope, start, end, assignment_id, role_id).
+_RoleGrant = tuple[str, float, float, str, str]
+
+
+class DecisionIndex:
+    """The in-memory decision index. Feed it with the ``put_*``/``end_*`` methods (at build
+    time and when following the store), then ask ``decide`` and ``effective_access``.
+
+    Not thread-safe for writers: one owner applies changes; readers may decide concurrently
+    with each other.
+    """
+
+    def __init__(self, max_depth: int = 8) -> None:
+        self.max_depth = max_depth
+        self.revision = 0
+        self._enabled: dict[str, bool] = {}  # users and service accounts
+        self._groups: set[str] = set()
+        # Group membership edges, up and down: member → {edge id: (group, start, end, step)}.
+        self._up: dict[str, dict[str, tuple[str, float, float, Step]]] = {}
+        self._down: dict[str, set[str]] = {}
+        self._owners: dict[str, dict[str, tuple[str, float, float, Step]]] = {}
+        # Active role assignments and the role catalogue.
+        self._role_perms: dict[str, tuple[str, ...]] = {}
+        self._role_grants: dict[str, dict[str, tuple[str, str, float, float]]] = {}
+        self._grants: dict[str, tuple[str, str, str, float, float]] = {}
+        self._holders: dict[str, dict[str, list[_RoleGrant]]] = {}
+        self._by_principal: dict[str, set[str]] = {}
+        # Eligible assignments (any target): principal → {id: (type, target, scope, s, e)}.
+        self._eligible: dict[str, dict[str, tuple[str, str, str, float, float]]] = {}
+        # Derived: every group each principal reaches, with the windows of the paths.
+        self._closure: dict[str, dict[str, tuple[Path, ...]]] = {}
+        self._paths: dict[str, dict[str, tuple[Path, ...]]] = {}
+        self._dirty_groups: set[str] = set()
+        self._dirty_principals: set[str] = set()
+        self._in_progress: set[str] = set()
+        self._building = False
+
+    # -- feeding --------------------------------------------------------------------------
+
+    def bulk(self) -> _Bulk:
+        """Defer derived-state work until the ``with`` block ends (for builds and refreshes)."""
+        return _Bulk(self)
+
+    def put_principal(self, principal_id: str, *, enabled: bool) -> None:
+        self._enabled[principal_id] = enabled
+        self._dirty_principals.add(principal_id)
+        self._settle()
+
+    def put_group(self, group_id: str) -> None:
+        if group_id not in self._groups:
+            self._groups.add(group_id)
+            self._dirty_groups.add(group_id)
+            self._settle()
+
+    def put_role(self, role_id: str, permissions: Iterable[str]) -> None:
+        perms = tuple(permissions)
+        old = self._role_perms.get(role_id, ())
+        self._role_perms[role_id] = perms
+        if old != perms:
+            for aid, (pid, scope, start, end) in list(self._role_grants.get(role_id, {}).items()):
+                self._unhold(aid, pid, old)
+                self._hold(aid, pid, role_id, scope, start, end)
+
+    def put_membership(
+        self,
+        membership_id: str,
+        *,
+        group_id: str,
+        member_id: str,
+        relation: str,
+        start: float,
+        end: float,
+    ) -> None:
+        """A static membership (``relation`` ``member`` or ``owner``) in force for [start, end)."""
+        self._put_edge(membership_id, "membership", group_id, member_id, relation, start, end)
+
+    def end_edge(self, edge_id: str, member_id: str) -> None:
+        """Forget a membership or group assignment (ended ones are put with their end)."""
+        for table in (self._up, self._owners):
+            edges = table.get(member_id)
+            if edges and edge_id in edges:
+                group_id = edges.pop(edge_id)[0]
+                if table is self._up:
+                    self._down.get(group_id, set()).discard(member_id)
+                self._touch(member_id)
+        self._settle()
+
+    def put_assignment(
+        self,
+        assignment_id: str,
+        *,
+        kind: str,
+        principal_id: str,
+        target_type: str,
+        target_id: str,
+        scope: str,
+        start: float,
+        end: float,
+    ) -> None:
+        """An assignment with its effective window (its end, or when it was ended if sooner)."""
+        self.drop_assignment(assignment_id, principal_id)
+        if kind == "eligible":
+            self._eligible.setdefault(principal_id, {})[assignment_id] = (
+                target_type,
+                target_id,
+                scope,
+                start,
+                end,
+            )
+        elif target_type == "role":
+            self._grants[assignment_id] = (principal_id, target_id, scope, start, end)
+            self._role_grants.setdefault(target_id, {})[assignment_id] = (
+                principal_id,
+                scope,
+                start,
+                end,
+            )
+            self._by_principal.setdefault(principal_id, set()).add(assignment_id)
+            self._hold(assignment_id, principal_id, target_id, scope, start, end)
+        else:
+            relation = "member" if target_type == "group_member" else "owner"
+            self._put_edge(
+                assignment_id, "assignment", target_id, principal_id, relation, start, end
+            )
+
+    def drop_assignment(self, assignment_id: str, principal_id: str) -> None:
+        eligible = self._eligible.get(principal_id)
+        if eligible is not None:
+            eligible.pop(assignment_id, None)
+        grant = self._grants.pop(assignment_id, None)
+        if grant is not None:
+            pid, role_id = grant[0], grant[1]
+            self._role_grants[role_id].pop(assignment_id, None)
+            self._by_principal[pid].discard(assignment_id)
+            self._unhold(assignment_id, pid, self._role_perms.get(role_id, ()))
+        self.end_edge(assignment_id, principal_id)
+
+    # -- asking ---------------------------------------------------------------------------
+
+    def decide(self, principal_id: str, permission: str, scope: str, at: datetime) -> Decision:
+        t = at.timestamp()
+        paths = self._paths.get(principal_id)
+        if paths is None:
+            paths = self._closure_paths(principal_id)
+            if paths is None:
+                return Decision(False, principal_id, permission, scope, at, "unknown principal")
+        if not self._enabled.get(principal_id, True):
+            return Decision(False, principal_id, permission, scope, at, "principal is disabled")
+        scopes = ancestors(scope)
+        for pattern in candidate_patterns(permission):
+            holders = self._holders.get(pattern)
+            if not holders:
+                continue
+            for pid in paths.keys() & holders.keys():
+                for g_scope, g_start, g_end, aid, role_id in holders[pid]:
+                    if g_start <= t < g_end and g_scope in scopes:
+                        for path in paths[pid]:
+                            if path[0] <= t < path[1]:
+                                grant = self._grant(
+                                    aid, role_id, g_scope, pattern, pid, path, g_start, g_end
+                                )
+                                return Decision(
+                                    True,
+                                    principal_id,
+                                    permission,
+                                    scope,
+                                    at,
+                                    "granted",
+                                    grant,
+                                    self.revision,
+                                )
+        return Decision(
+            False,
+            principal_id,
+            permission,
+            scope,
+            at,
+            "no active assignment grants this permission at this scope",
+            None,
+            self.revision,
+        )
+
+    def effective_access(self, principal_id: str, at: datetime) -> Access:
+        t = at.timestamp()
+        paths = self._paths.get(principal_id) or self._closure_paths(principal_id)
+        if paths is None or not self._enabled.get(principal_id, True):
+            return Access(principal_id, at)
+        roles: list[Grant] = []
+        groups: list[HeldGroup] = []
+        eligible: list[HeldAssignment] = []
+        perms: set[tuple[str, str]] = set()
+        for pid, pid_paths in paths.items():
+            path = _first_in_force(pid_paths, t)
+            if path is None:
+                continue
+            if path[2].via != "self":
+                groups.append(HeldGroup(pid, "member", chain_of(path), from_ts(path[1])))
+            for aid in sorted(self._by_principal.get(pid, ())):
+                _, role_id, g_scope, g_start, g_end = self._grants[aid]
+                if g_start <= t < g_end:
+                    roles.append(self._grant(aid, role_id, g_scope, "", pid, path, g_start, g_end))
+                    perms.update((p, g_scope) for p in self._role_perms.get(role_id, ()))
+            for aid, (tt, target, g_scope, e_start, e_end) in sorted(
+                self._eligible.get(pid, {}).items()
+            ):
+                if e_start <= t < e_end:
+                    eligible.append(
+                        HeldAssignment(
+                            aid,
+                            "eligible",
+                            tt,
+                            target,
+                            g_scope,
+                            pid,
+                            _chain(path),
+                            from_ts(e_start),
+                            from_ts(min(e_end, path[1])),
+                        )
+                    )
+            for _, (group_id, o_start, o_end, step) in sorted(self._owners.get(pid, {}).items()):
+                if o_start <= t < o_end:
+                    groups.append(
+                        HeldGroup(group_id, "owner", (*_chain(path), step), from_ts(o_end))
+                    )
+        return Access(
+            principal_id, at, tuple(roles), tuple(groups), tuple(eligible), frozenset(perms)
+        )
+
+    def eligible_for(self, principal_id: str, at: datetime) -> tuple[HeldAssignment, ...]:
+        return self.effective_access(principal_id, at).eligible
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _grant(
+        self,
+        aid: str,
+        role_id: str,
+        scope: str,
+        pattern: str,
+        holder: str,
+        path: Path,
+        g_start: float,
+        g_end: float,
+    ) -> Grant:
+        return Grant(
+            aid,
+            role_id,
+            scope,
+            pattern,
+            holder,
+            _chain(path),
+            from_ts(max(g_start, path[0])),
+            from_ts(min(g_end, path[1])),
+        )
+
+    def _closure_paths(self, principal_id: str) -> dict[str, tuple[Path, ...]] | None:
+        if principal_id in self._groups:
+            own: dict[str, tuple[Path, ...]] = {principal_id: (_self_path(principal_id),)}
+            own.update(self._closure.get(principal_id, {}))
+            return own
+        return None
+
+    def _put_edge(
+        self,
+        edge_id: str,
+        via: str,
+        group_id: str,
+        member_id: str,
+        relation: str,
+        start: float,
+        end: float,
+    ) -> None:
+        step = Step(member_id, group_id, via, edge_id, start, end)
+        if relation == "owner":
+            self._owners.setdefault(member_id, {})[edge_id] = (group_id, start, end, step)
+            return
+        self._up.setdefault(member_id, {})[edge_id] = (group_id, start, end, step)
+        self._down.setdefault(group_id, set()).add(member_id)
+        self._touch(member_id)
+        self._settle()
+
+    def _touch(self, member_id: str) -> None:
+        if member_id in self._groups:
+            self._dirty_groups.add(member_id)
+        else:
+            self._dirty_principals.add(member_id)
+
+    def _hold(self, aid: str, pid: str, role_id: str, scope: str, start: float, end: float) -> None:
+        entry: _RoleGrant = (scope, start, end, aid, role_id)
+        for pattern in self._role_perms.get(role_id, ()):
+            self._holders.setdefault(pattern, {}).setdefault(pid, []).append(entry)
+
+    def _unhold(self, aid: str, pid: str, patterns: Iterable[str]) -> None:
+        for pattern in patterns:
+            by_pid = self._holders.get(pattern)
+            if by_pid is None or pid not in by_pid:
+                continue
+            kept = [g for g in by_pid[pid] if g[3] != aid]
+            if kept:
+                by_pid[pid] = kept
+            else:
+                del by_pid[pid]
+
+    def _settle(self) -> None:
+        """Recompute the derived closures that changes made stale (unless in a bulk block)."""
+        if self._building or not (self._dirty_groups or self._dirty_principals):
+            return
+        groups = set(self._descendant_groups(self._dirty_groups))
+        for group_id in groups:
+            self._closure.pop(group_id, None)
+        for group_id in groups:
+            self._group_closure(group_id)
+        principals = set(self._dirty_principals)
+        for group_id in groups:
+            principals.update(m for m in self._down.get(group_id, ()) if m not in self._groups)
+        for pid in principals:
+            self._paths[pid] = self._principal_paths(pid)
+        self._dirty_groups.clear()
+        self._dirty_principals.clear()
+
+    def _descendant_groups(self, roots: Iterable[str]) -> Iterator[str]:
+        seen: set[str] = set()
+        stack = list(roots)
+        while stack:
+            group_id = stack.pop()
+            if group_id in seen:
+                continue
+            seen.add(group_id)
+            yield group_id
+            stack.extend(m for m in self._down.get(group_id, ()) if m in self._groups)
+
+    def _group_closure(self, group_id: str) -> dict[str, tuple[Path, ...]]:
+        """Every group ``group_id`` reaches, with each path's window, paths ≤ ``max_depth``."""
+        cached = self._closure.get(group_id)
+        if cached is not None:
+            return cached
+        self._in_progress.add(group_id)
+        found: dict[str, list[Path]] = {}
+        for parent, start, end, step in self._up.get(group_id, {}).values():
+            if parent in self._in_progress:
+                continue  # a cycle: rejected at write time, ignored here for safety
+            _add_path(found, parent, (start, end, step, None))
+            for ancestor, paths in self._group_closure(parent).items():
+                for p in paths:
+                    if _depth(p) < self.max_depth:
+                        _add_path(found, ancestor, (max(start, p[0]), min(end, p[1]), step, p))
+        self._in_progress.discard(group_id)
+        closure = {g: tuple(ps) for g, ps in found.items()}
+        self._closure[group_id] = closure
+        return closure
+
+    def _principal_paths(self, pid: str) -> dict[str, tuple[Path, ...]]:
+        found: dict[str, list[Path]] = {pid: [_self_path(pid)]}
+        for group_id, start, end, step in self._up.get(pid, {}).values():
+            _add_path(found, group_id, (start, end, step, None))
+            for ancestor, paths in self._group_closure(group_id).items():
+                for p in paths:
+                    if _depth(p) < self.max_depth:
+                        _add_path(found, ancestor, (max(start, p[0]), min(end, p[1]), step, p))
+        return {g: tuple(ps) for g, ps in found.items()}
+
+
+class _Bulk:
+    def __init__(self, index: DecisionIndex) -> None:
+        self.index = index
+
+    def __enter__(self) -> DecisionIndex:
+        self.index._building = True
+        return self.index
+
+    def __exit__(self, *exc: object) -> None:
+        self.index._building = False
+        self.index._settle()
+
+
+def _self_path(pid: str) -> Path:
+    return (-FOREVER, FOREVER, Step(pid, pid, "self", pid, -FOREVER, FOREVER), None)
+
+
+def _chain(path: Path) -> tuple[Step, ...]:
+    return () if path[2].via == "self" else chain_of(path)
+
+
+def _depth(path: Path | None) -> int:
+    depth = 0
+    while path is not None:
+        depth += 1
+        path = path[3]
+    return depth
+
+
+def _add_path(found: dict[str, list[Path]], group_id: str, path: Path) -> None:
+    """Keep ``path`` unless it is empty or a known path no longer than it covers its window.
+
+    (A longer path covering a shorter one does not make it redundant: the shorter one may
+    still be extended further up before the depth cap.)
+    """
+    start, end = path[0], path[1]
+    if start >= end:
+        return
+    known = found.setdefault(group_id, [])
+    depth = _depth(path)
+    for other in known:
+        if other[0] <= start and end <= other[1] and _depth(other) <= depth:
+            return
+    known.append(path)
+
+
+def _first_in_force(paths: tuple[Path, ...], t: float) -> Path | None:
+    for path in paths:
+        if path[0] <= t < path[1]:
+            return path
+    return None
+
+
+def permission_matches(pattern: str, permission: str) -> bool:
+    return matches(pattern, permission)
