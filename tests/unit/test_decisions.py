@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from pimlico.domain.decisions import DecisionIndex
 from pimlico.domain.index_feed import build_index
 from pimlico.domain.model import AssignmentKind, Relation, Target
@@ -51,7 +53,10 @@ def test_an_eligible_assignment_grants_nothing_until_activated() -> None:
     index = index_of(d)
     decision = index.decide("alex", "mail.purge", "/apps/mail", T0)
     assert not decision.allowed
-    assert [e.target_id for e in index.effective_access("alex", T0).eligible] == ["sp-pim", "purger"]
+    assert [e.target_id for e in index.effective_access("alex", T0).eligible] == [
+        "sp-pim",
+        "purger",
+    ]
 
 
 def test_the_explanation_names_the_assignment_and_the_chain_of_groups() -> None:
@@ -117,7 +122,7 @@ def test_nesting_is_followed_up_to_the_depth_cap_and_no_further() -> None:
     d.role("r", "x.y")
     groups = [d.group(f"g{i}") for i in range(1, 6)]
     d.member("g1", "u")
-    for lower, upper in zip(groups, groups[1:], strict=False):
+    for lower, upper in pairwise(groups):
         d.member(upper, lower)
     d.assign("g5", Target.role("r"))
     assert index_of(d, max_depth=5).decide("u", "x.y", "/", T0).allowed
@@ -206,7 +211,11 @@ def test_nesting_a_group_later_reaches_users_already_inside_it() -> None:
     index = index_of(d)
     assert not index.decide("u", "x.y", "/", T0).allowed
     index.put_membership(
-        "m-late", group_id="outer", member_id="inner", relation="member", start=T0.timestamp(),
+        "m-late",
+        group_id="outer",
+        member_id="inner",
+        relation="member",
+        start=T0.timestamp(),
         end=float("inf"),
     )
     assert index.decide("u", "x.y", "/", T0).allowed

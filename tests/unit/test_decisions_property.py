@@ -22,7 +22,15 @@ from tests.reference import reference_decide
 
 INSTANTS = [T0 + k * HOUR for k in range(-1, 7)]
 PERMISSIONS = ["mail.purge", "mail.read", "mail.admin.read", "security.read", "pim.roles.write"]
-PATTERNS = ["mail.purge", "mail.*", "mail.admin.*", "security.read", "*", "pim.*", "pim.roles.write"]
+PATTERNS = [
+    "mail.purge",
+    "mail.*",
+    "mail.admin.*",
+    "security.read",
+    "*",
+    "pim.*",
+    "pim.roles.write",
+]
 SCOPES = ["/", "/apps", "/apps/mail", "/apps/mail/finance", "/apps/defender"]
 window_edge = st.sampled_from([None, *INSTANTS])
 

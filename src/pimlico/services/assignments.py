@@ -1,0 +1,446 @@
+"""Administrators' assignment use cases: assign, update, remove, extend and renew.
+
+Each takes the write lock, loads the target's settings, checks every rule at once (raising
+``PolicyViolation`` with all of them), and records the change. Assignments end; rows stay.
+The request workflow (issue "Requests, approvals") wraps these same functions: a request
+that is granted calls them with its ``request_id``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from pimlico.db import mappers
+from pimlico.db.tables import AssignmentRow, GroupRow, RoleRow
+from pimlico.domain.assignment_rules import assignment_problems, resolve_end, window_problems
+from pimlico.domain.catalogue import GLOBAL_ADMINISTRATOR, Perm
+from pimlico.domain.model import (
+    Assignment,
+    AssignmentKind,
+    PrincipalRef,
+    PrincipalType,
+    Target,
+    TargetType,
+    new_id,
+)
+from pimlico.domain.scopes import validate_scope
+from pimlico.errors import (
+    FieldError,
+    InvalidInput,
+    PolicyViolation,
+    RoleAssignmentDoesNotExist,
+    RoleAssignmentExists,
+)
+from pimlico.services.decisions import authorize
+from pimlico.services.guards import guard_last_global_administrator
+from pimlico.services.lookups import check_text, get_row, principal_row
+from pimlico.services.nesting import check_nesting
+from pimlico.services.role_settings import load_policy
+from pimlico.services.runtime import Actor, Pimlico, Written
+
+
+def _write_permission(session: Session, target: Target) -> str:
+    if target.type is TargetType.ROLE:
+        return Perm.ROLE_ASSIGNMENTS_WRITE
+    group = get_row(session, GroupRow, target.object_id, "group")
+    return (
+        Perm.ROLE_ASSIGNABLE_GROUPS_WRITE if group.role_assignable else Perm.GROUP_ASSIGNMENTS_WRITE
+    )
+
+
+def _check_target(session: Session, principal: PrincipalRef, target: Target) -> None:
+    if target.type is TargetType.ROLE:
+        validate_scope(target.scope, "target.scope")
+        get_row(session, RoleRow, target.object_id, "role")
+        if principal.type is PrincipalType.GROUP:
+            group = get_row(session, GroupRow, principal.id, "group")
+            if not group.role_assignable:
+                raise InvalidInput(
+                    "this group cannot hold roles",
+                    [
+                        FieldError(
+                            "principal",
+                            "RoleAssignableGroupRequired",
+                            "only groups created role-assignable can be assigned roles",
+                        )
+                    ],
+                )
+    else:
+        if target.scope != "/":
+            raise InvalidInput(
+                "group targets have no scope",
+                [FieldError("target.scope", "ScopeFormat", "a group target's scope is '/'")],
+            )
+        get_row(session, GroupRow, target.object_id, "group")
+
+
+def _overlapping(
+    session: Session,
+    *,
+    kind: AssignmentKind,
+    principal: PrincipalRef,
+    target: Target,
+    start: datetime,
+    end: datetime | None,
+    now: datetime,
+    excluding: str | None = None,
+) -> AssignmentRow | None:
+    """A current or future assignment of the same thing whose window meets ``[start, end)``."""
+    query = select(AssignmentRow).where(
+        AssignmentRow.kind == kind.value,
+        AssignmentRow.principal_type == principal.type.value,
+        AssignmentRow.principal_id == principal.id,
+        AssignmentRow.target_type == target.type.value,
+        AssignmentRow.target_id == target.object_id,
+        AssignmentRow.scope == target.scope,
+        AssignmentRow.ended_at.is_(None),
+        or_(AssignmentRow.end_at.is_(None), AssignmentRow.end_at > max(start, now)),
+    )
+    if end is not None:
+        query = query.where(AssignmentRow.start_at < end)
+    if excluding is not None:
+        query = query.where(AssignmentRow.id != excluding)
+    return session.scalars(query).first()
+
+
+def assign(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    kind: AssignmentKind,
+    principal: PrincipalRef,
+    target: Target,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    duration: timedelta | None = None,
+    justification: str | None = None,
+    mfa_verified: bool = False,
+    request_id: str | None = None,
+    activated_from: str | None = None,
+) -> Written[Assignment]:
+    """Grant ``target`` to ``principal`` (eligibly or actively) for ``[start, end)``.
+
+    No end and no duration means permanent, which the target's settings must allow.
+    """
+    justification = check_text(justification, "justification")
+    with rt.writing(actor, request_id=request_id) as w:
+        s = w.session
+        principal_row(s, principal)
+        _check_target(s, principal, target)
+        authorize(rt, actor, _write_permission(s, target), target.scope)
+        if principal.type is PrincipalType.SERVICE_ACCOUNT and kind is AssignmentKind.ELIGIBLE:
+            raise InvalidInput(
+                "service accounts cannot be eligible",
+                [
+                    FieldError(
+                        "kind",
+                        "ServiceAccountActiveOnly",
+                        "a service account holds active, time-bound assignments only",
+                    )
+                ],
+            )
+        begin = start or w.at
+        finish, problems = resolve_end(begin, end, duration)
+        policy = load_policy(s, target.type, target.object_id)
+        problems += assignment_problems(
+            policy.settings,
+            kind=kind,
+            start=begin,
+            end=finish,
+            now=w.at,
+            justification=justification,
+            mfa_verified=mfa_verified or actor.system,
+        )
+        if principal.type is PrincipalType.SERVICE_ACCOUNT and finish is None:
+            problems.append(
+                FieldError("end", "ExpirationRule", "a service account's assignment needs an end")
+            )
+        if problems:
+            raise PolicyViolation(problems)
+        clash = _overlapping(
+            s, kind=kind, principal=principal, target=target, start=begin, end=finish, now=w.at
+        )
+        if clash is not None:
+            raise RoleAssignmentExists(
+                f"The {kind.value} assignment already exists ({clash.id}, "
+                f"from {clash.start_at.isoformat()})"
+            )
+        if principal.type is PrincipalType.GROUP and target.type is TargetType.GROUP_MEMBER:
+            check_nesting(
+                s,
+                child=principal.id,
+                parent=target.object_id,
+                now=w.at,
+                max_depth=rt.settings.max_nesting_depth,
+            )
+        assignment = Assignment(
+            id=new_id(),
+            kind=kind,
+            principal=principal,
+            target=target,
+            start=begin,
+            end=finish,
+            created_at=w.at,
+            created_by=actor.name,
+            justification=justification,
+            activated_from=activated_from,
+            request_id=request_id,
+        )
+        s.add(mappers.assignment_row(assignment))
+        s.flush()
+        w.record(
+            action=f"assignment.{kind.value}.assign",
+            target_type="assignment",
+            target_id=assignment.id,
+            before=None,
+            after=mappers.snapshot(assignment),
+            reason=justification,
+        )
+    return Written(assignment, w.revision)
+
+
+def _current(session: Session, assignment_id: str, now: datetime) -> AssignmentRow:
+    row = get_row(session, AssignmentRow, assignment_id, "assignment", lock=True)
+    if row.ended_at is not None or (row.end_at is not None and row.end_at <= now):
+        raise RoleAssignmentDoesNotExist(
+            f"assignment {assignment_id} has ended; there is nothing to change"
+        )
+    return row
+
+
+def _is_global_admin(row: AssignmentRow) -> bool:
+    return (
+        row.target_type == TargetType.ROLE.value
+        and row.target_id == GLOBAL_ADMINISTRATOR.id
+        and row.kind == AssignmentKind.ACTIVE.value
+    )
+
+
+def update_assignment(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    assignment_id: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    duration: timedelta | None = None,
+    permanent: bool = False,
+    justification: str | None = None,
+    mfa_verified: bool = False,
+    request_id: str | None = None,
+) -> Written[Assignment]:
+    """Change the window of a current assignment (``permanent`` drops its end)."""
+    justification = check_text(justification, "justification")
+    with rt.writing(actor, request_id=request_id) as w:
+        s = w.session
+        row = _current(s, assignment_id, w.at)
+        before = mappers.assignment(row)
+        authorize(rt, actor, _write_permission(s, before.target), before.target.scope)
+        begin = start or before.start
+        if permanent:
+            finish: datetime | None = None
+            problems: list[FieldError] = []
+        elif end is None and duration is None:
+            finish, problems = before.end, []
+        else:
+            finish, problems = resolve_end(begin, end, duration)
+        policy = load_policy(s, before.target.type, before.target.object_id)
+        problems += assignment_problems(
+            policy.settings,
+            kind=before.kind,
+            start=begin,
+            end=finish,
+            now=w.at,
+            justification=justification,
+            mfa_verified=mfa_verified or actor.system,
+        )
+        if problems:
+            raise PolicyViolation(problems)
+        clash = _overlapping(
+            s,
+            kind=before.kind,
+            principal=before.principal,
+            target=before.target,
+            start=begin,
+            end=finish,
+            now=w.at,
+            excluding=assignment_id,
+        )
+        if clash is not None:
+            raise RoleAssignmentExists(f"the new window overlaps assignment {clash.id}")
+        if _is_global_admin(row) and before.in_force(w.at) and not begin <= w.at:
+            guard_last_global_administrator(s, now=w.at, losing_assignment=assignment_id)
+        row.start_at, row.end_at = begin, finish
+        after = mappers.assignment(row)
+        w.record(
+            action=f"assignment.{before.kind.value}.update",
+            target_type="assignment",
+            target_id=assignment_id,
+            before=mappers.snapshot(before),
+            after=mappers.snapshot(after),
+            reason=justification,
+        )
+    return Written(after, w.revision)
+
+
+def remove_assignment(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    assignment_id: str,
+    reason: str | None = None,
+    request_id: str | None = None,
+) -> Written[Assignment]:
+    """End an assignment now (or cancel one that has not started). Access stops at once."""
+    reason = check_text(reason, "reason")
+    with rt.writing(actor, request_id=request_id) as w:
+        s = w.session
+        row = _current(s, assignment_id, w.at)
+        before = mappers.assignment(row)
+        authorize(rt, actor, _write_permission(s, before.target), before.target.scope)
+        if _is_global_admin(row):
+            guard_last_global_administrator(s, now=w.at, losing_assignment=assignment_id)
+        row.ended_at, row.ended_by, row.end_reason = w.at, actor.name, reason
+        after = mappers.assignment(row)
+        w.record(
+            action=f"assignment.{before.kind.value}.remove",
+            target_type="assignment",
+            target_id=assignment_id,
+            before=mappers.snapshot(before),
+            after=mappers.snapshot(after),
+            reason=reason,
+        )
+    return Written(after, w.revision)
+
+
+def extend_assignment(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    assignment_id: str,
+    end: datetime | None = None,
+    duration: timedelta | None = None,
+    justification: str | None = None,
+    request_id: str | None = None,
+) -> Written[Assignment]:
+    """Move a current, time-bound assignment's end later (``duration`` counts from now).
+
+    The new remaining time may be as long as the settings' maximum, measured from now.
+    """
+    justification = check_text(justification, "justification")
+    with rt.writing(actor, request_id=request_id) as w:
+        s = w.session
+        row = _current(s, assignment_id, w.at)
+        before = mappers.assignment(row)
+        authorize(rt, actor, _write_permission(s, before.target), before.target.scope)
+        if before.end is None:
+            raise InvalidInput(
+                "nothing to extend",
+                [FieldError("end", "ExpirationRule", "the assignment is already permanent")],
+            )
+        finish, problems = resolve_end(w.at, end, duration)
+        if finish is None:
+            problems.append(FieldError("end", "Required", "give a new end or a duration"))
+        elif finish <= before.end:
+            problems.append(
+                FieldError("end", "ExpirationRule", "an extension ends later than the current end")
+            )
+        else:
+            policy = load_policy(s, before.target.type, before.target.object_id)
+            problems += window_problems(
+                policy.settings,
+                kind=before.kind,
+                start=before.start,
+                end=finish,
+                measured_from=w.at,
+            )
+        if problems:
+            raise PolicyViolation(problems)
+        row.end_at = finish
+        after = mappers.assignment(row)
+        w.record(
+            action=f"assignment.{before.kind.value}.extend",
+            target_type="assignment",
+            target_id=assignment_id,
+            before=mappers.snapshot(before),
+            after=mappers.snapshot(after),
+            reason=justification,
+        )
+    return Written(after, w.revision)
+
+
+def renew_assignment(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    assignment_id: str,
+    end: datetime | None = None,
+    duration: timedelta | None = None,
+    justification: str | None = None,
+    request_id: str | None = None,
+) -> Written[Assignment]:
+    """Grant an expired assignment again, from now: a new assignment; the old one stays."""
+    with rt.reading() as s:
+        old = mappers.assignment(get_row(s, AssignmentRow, assignment_id, "assignment"))
+    now = rt.clock.now()
+    if old.end is None or old.ended_at is not None or old.end > now:
+        raise InvalidInput(
+            "only an expired assignment can be renewed",
+            [
+                FieldError(
+                    "assignment_id",
+                    "RenewRule",
+                    "renew is for assignments that ran to their end; extend a current one",
+                )
+            ],
+        )
+    return assign(
+        rt,
+        actor=actor,
+        kind=old.kind,
+        principal=old.principal,
+        target=old.target,
+        end=end,
+        duration=duration,
+        justification=justification,
+        request_id=request_id,
+    )
+
+
+def list_assignments(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    principal: PrincipalRef | None = None,
+    target: Target | None = None,
+    kind: AssignmentKind | None = None,
+    include_ended: bool = False,
+) -> list[Assignment]:
+    """Assignments, newest first; without ``include_ended`` only current and future ones."""
+    if not (actor.system or (principal is not None and principal.id == actor.principal_id)):
+        authorize(rt, actor, Perm.ASSIGNMENTS_READ)
+    now = rt.clock.now()
+    query = select(AssignmentRow)
+    if principal is not None:
+        query = query.where(
+            AssignmentRow.principal_type == principal.type.value,
+            AssignmentRow.principal_id == principal.id,
+        )
+    if target is not None:
+        query = query.where(
+            AssignmentRow.target_type == target.type.value,
+            AssignmentRow.target_id == target.object_id,
+        )
+    if kind is not None:
+        query = query.where(AssignmentRow.kind == kind.value)
+    if not include_ended:
+        query = query.where(
+            AssignmentRow.ended_at.is_(None),
+            or_(AssignmentRow.end_at.is_(None), AssignmentRow.end_at > now),
+        )
+    with rt.reading() as s:
+        rows = s.scalars(query.order_by(AssignmentRow.created_at.desc(), AssignmentRow.id))
+        return [mappers.assignment(r) for r in rows]

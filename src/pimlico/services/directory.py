@@ -1,0 +1,421 @@
+"""Directory use cases: users, service accounts, groups and static memberships.
+
+Groups' ``role_assignable`` is chosen at creation and never changes; creating one (or changing
+its members) takes ``pim.role_assignable_groups.write``. Memberships end, never vanish.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from pimlico.db import mappers
+from pimlico.db.tables import GroupRow, MembershipRow, ServiceAccountRow, UserRow
+from pimlico.domain.catalogue import Perm
+from pimlico.domain.model import (
+    Group,
+    Membership,
+    PrincipalRef,
+    PrincipalType,
+    Relation,
+    ServiceAccount,
+    User,
+    new_id,
+)
+from pimlico.errors import AlreadyExists, FieldError, InvalidInput, NotFound
+from pimlico.services.decisions import authorize
+from pimlico.services.guards import guard_last_global_administrator
+from pimlico.services.lookups import check_email, check_name, check_text, get_row, principal_row
+from pimlico.services.nesting import check_nesting
+from pimlico.services.runtime import Actor, Pimlico, Written
+
+# -- users ----------------------------------------------------------------------------------
+
+
+def create_user(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    user_name: str,
+    display_name: str | None = None,
+    email: str | None = None,
+    manager_id: str | None = None,
+) -> Written[User]:
+    authorize(rt, actor, Perm.USERS_WRITE)
+    user_name = check_name(user_name, "user_name")
+    display = check_name(display_name or user_name, "display_name")
+    email = check_email(email)
+    with rt.writing(actor) as w:
+        s = w.session
+        if s.scalars(select(UserRow.id).where(UserRow.user_name_key == user_name.lower())).first():
+            raise AlreadyExists(f"user name {user_name!r} is taken")
+        if manager_id is not None:
+            get_row(s, UserRow, manager_id, "manager")
+        row = UserRow(
+            id=new_id(),
+            user_name=user_name,
+            user_name_key=user_name.lower(),
+            display_name=display,
+            email=email,
+            enabled=True,
+            manager_id=manager_id,
+            created_at=w.at,
+            updated_at=w.at,
+        )
+        s.add(row)
+        s.flush()
+        user = mappers.user(row)
+        w.record(
+            action="user.create",
+            target_type="user",
+            target_id=row.id,
+            before=None,
+            after=mappers.snapshot(user),
+        )
+    return Written(user, w.revision)
+
+
+def update_user(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    user_id: str,
+    display_name: str | None = None,
+    email: str | None = None,
+    manager_id: str | None = None,
+) -> Written[User]:
+    """Change what is given (``None`` leaves a field as it is)."""
+    authorize(rt, actor, Perm.USERS_WRITE)
+    with rt.writing(actor) as w:
+        row = get_row(w.session, UserRow, user_id, "user", lock=True)
+        before = mappers.snapshot(mappers.user(row))
+        if display_name is not None:
+            row.display_name = check_name(display_name, "display_name")
+        if email is not None:
+            row.email = check_email(email)
+        if manager_id is not None:
+            if manager_id == user_id:
+                raise InvalidInput(
+                    "invalid manager",
+                    [FieldError("manager_id", "NotSelf", "a user cannot be their own manager")],
+                )
+            get_row(w.session, UserRow, manager_id, "manager")
+            row.manager_id = manager_id
+        row.updated_at = w.at
+        user = mappers.user(row)
+        w.record(
+            action="user.update",
+            target_type="user",
+            target_id=user_id,
+            before=before,
+            after=mappers.snapshot(user),
+        )
+    return Written(user, w.revision)
+
+
+def set_user_enabled(
+    rt: Pimlico, *, actor: Actor, user_id: str, enabled: bool, reason: str | None = None
+) -> Written[User]:
+    """Disable or re-enable a user. A disabled user holds nothing, whatever they are assigned."""
+    authorize(rt, actor, Perm.USERS_WRITE)
+    reason = check_text(reason, "reason")
+    with rt.writing(actor) as w:
+        row = get_row(w.session, UserRow, user_id, "user", lock=True)
+        before = mappers.snapshot(mappers.user(row))
+        if not enabled:
+            guard_last_global_administrator(w.session, now=w.at, losing_user=user_id)
+        row.enabled = enabled
+        row.updated_at = w.at
+        user = mappers.user(row)
+        w.record(
+            action="user.enable" if enabled else "user.disable",
+            target_type="user",
+            target_id=user_id,
+            before=before,
+            after=mappers.snapshot(user),
+            reason=reason,
+        )
+    return Written(user, w.revision)
+
+
+def list_users(rt: Pimlico, *, actor: Actor) -> list[User]:
+    authorize(rt, actor, Perm.USERS_READ)
+    with rt.reading() as s:
+        return [mappers.user(r) for r in s.scalars(select(UserRow).order_by(UserRow.user_name_key))]
+
+
+# -- service accounts -----------------------------------------------------------------------
+
+
+def create_service_account(
+    rt: Pimlico, *, actor: Actor, name: str, display_name: str | None = None, description: str = ""
+) -> Written[ServiceAccount]:
+    authorize(rt, actor, Perm.USERS_WRITE)
+    name = check_name(name, "name")
+    display = check_name(display_name or name, "display_name")
+    description = check_text(description, "description") or ""
+    with rt.writing(actor) as w:
+        s = w.session
+        taken = s.scalars(
+            select(ServiceAccountRow.id).where(func.lower(ServiceAccountRow.name) == name.lower())
+        ).first()
+        if taken:
+            raise AlreadyExists(f"service account name {name!r} is taken")
+        row = ServiceAccountRow(
+            id=new_id(),
+            name=name,
+            display_name=display,
+            description=description,
+            enabled=True,
+            created_at=w.at,
+            updated_at=w.at,
+        )
+        s.add(row)
+        s.flush()
+        account = mappers.service_account(row)
+        w.record(
+            action="service_account.create",
+            target_type="service_account",
+            target_id=row.id,
+            before=None,
+            after=mappers.snapshot(account),
+        )
+    return Written(account, w.revision)
+
+
+def set_service_account_enabled(
+    rt: Pimlico, *, actor: Actor, account_id: str, enabled: bool, reason: str | None = None
+) -> Written[ServiceAccount]:
+    authorize(rt, actor, Perm.USERS_WRITE)
+    reason = check_text(reason, "reason")
+    with rt.writing(actor) as w:
+        row = get_row(w.session, ServiceAccountRow, account_id, "service account", lock=True)
+        before = mappers.snapshot(mappers.service_account(row))
+        row.enabled = enabled
+        row.updated_at = w.at
+        account = mappers.service_account(row)
+        w.record(
+            action="service_account.enable" if enabled else "service_account.disable",
+            target_type="service_account",
+            target_id=account_id,
+            before=before,
+            after=mappers.snapshot(account),
+            reason=reason,
+        )
+    return Written(account, w.revision)
+
+
+def list_service_accounts(rt: Pimlico, *, actor: Actor) -> list[ServiceAccount]:
+    authorize(rt, actor, Perm.USERS_READ)
+    with rt.reading() as s:
+        rows = s.scalars(select(ServiceAccountRow).order_by(ServiceAccountRow.name))
+        return [mappers.service_account(r) for r in rows]
+
+
+# -- groups ---------------------------------------------------------------------------------
+
+
+def _group_write_permission(role_assignable: bool) -> str:
+    return Perm.ROLE_ASSIGNABLE_GROUPS_WRITE if role_assignable else Perm.GROUPS_WRITE
+
+
+def create_group(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    name: str,
+    display_name: str | None = None,
+    description: str = "",
+    role_assignable: bool = False,
+    pim_enabled: bool = False,
+) -> Written[Group]:
+    """Create a group. ``role_assignable`` can be chosen now and never again."""
+    authorize(rt, actor, _group_write_permission(role_assignable))
+    name = check_name(name, "name")
+    display = check_name(display_name or name, "display_name")
+    description = check_text(description, "description") or ""
+    with rt.writing(actor) as w:
+        s = w.session
+        if s.scalars(select(GroupRow.id).where(func.lower(GroupRow.name) == name.lower())).first():
+            raise AlreadyExists(f"group name {name!r} is taken")
+        row = GroupRow(
+            id=new_id(),
+            name=name,
+            display_name=display,
+            description=description,
+            role_assignable=role_assignable,
+            pim_enabled=pim_enabled,
+            created_at=w.at,
+            updated_at=w.at,
+        )
+        s.add(row)
+        s.flush()
+        group = mappers.group(row)
+        w.record(
+            action="group.create",
+            target_type="group",
+            target_id=row.id,
+            before=None,
+            after=mappers.snapshot(group),
+        )
+    return Written(group, w.revision)
+
+
+def update_group(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    group_id: str,
+    display_name: str | None = None,
+    description: str | None = None,
+    pim_enabled: bool | None = None,
+) -> Written[Group]:
+    """Change a group's names or PIM switch. (There is deliberately no ``role_assignable``.)"""
+    with rt.writing(actor) as w:
+        row = get_row(w.session, GroupRow, group_id, "group", lock=True)
+        authorize(rt, actor, _group_write_permission(row.role_assignable))
+        before = mappers.snapshot(mappers.group(row))
+        if display_name is not None:
+            row.display_name = check_name(display_name, "display_name")
+        if description is not None:
+            row.description = check_text(description, "description") or ""
+        if pim_enabled is not None:
+            row.pim_enabled = pim_enabled
+        row.updated_at = w.at
+        group = mappers.group(row)
+        w.record(
+            action="group.update",
+            target_type="group",
+            target_id=group_id,
+            before=before,
+            after=mappers.snapshot(group),
+        )
+    return Written(group, w.revision)
+
+
+def list_groups(rt: Pimlico, *, actor: Actor) -> list[Group]:
+    authorize(rt, actor, Perm.GROUPS_READ)
+    with rt.reading() as s:
+        return [mappers.group(r) for r in s.scalars(select(GroupRow).order_by(GroupRow.name))]
+
+
+# -- static memberships ---------------------------------------------------------------------
+
+
+def add_member(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    group_id: str,
+    member: PrincipalRef,
+    relation: Relation = Relation.MEMBER,
+    reason: str | None = None,
+) -> Written[Membership]:
+    """Make ``member`` a standing member (or owner) of a group, from now until removed."""
+    reason = check_text(reason, "reason")
+    with rt.writing(actor) as w:
+        s = w.session
+        group = get_row(s, GroupRow, group_id, "group", lock=True)
+        authorize(rt, actor, _group_write_permission(group.role_assignable))
+        principal_row(s, member)
+        if relation is Relation.OWNER and member.type is PrincipalType.GROUP:
+            raise InvalidInput(
+                "invalid owner",
+                [FieldError("member", "OwnerType", "owners are users or service accounts")],
+            )
+        open_same = s.scalars(
+            select(MembershipRow.id).where(
+                MembershipRow.group_id == group_id,
+                MembershipRow.member_type == member.type.value,
+                MembershipRow.member_id == member.id,
+                MembershipRow.relation == relation.value,
+                MembershipRow.ended_at.is_(None),
+            )
+        ).first()
+        if open_same:
+            raise AlreadyExists(f"{member} is already {relation.value} of group {group_id}")
+        if member.type is PrincipalType.GROUP:
+            check_nesting(
+                s,
+                child=member.id,
+                parent=group_id,
+                now=w.at,
+                max_depth=rt.settings.max_nesting_depth,
+            )
+        row = MembershipRow(
+            id=new_id(),
+            group_id=group_id,
+            member_type=member.type.value,
+            member_id=member.id,
+            relation=relation.value,
+            created_at=w.at,
+            created_by=actor.name,
+        )
+        s.add(row)
+        s.flush()
+        membership = mappers.membership(row)
+        w.record(
+            action=f"membership.add.{relation.value}",
+            target_type="membership",
+            target_id=row.id,
+            before=None,
+            after=mappers.snapshot(membership),
+            reason=reason,
+        )
+    return Written(membership, w.revision)
+
+
+def remove_member(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    group_id: str,
+    member: PrincipalRef,
+    relation: Relation = Relation.MEMBER,
+    reason: str | None = None,
+) -> Written[Membership]:
+    """End a standing membership now. The row stays, with who ended it, when and why."""
+    reason = check_text(reason, "reason")
+    with rt.writing(actor) as w:
+        s = w.session
+        group = get_row(s, GroupRow, group_id, "group")
+        authorize(rt, actor, _group_write_permission(group.role_assignable))
+        row = s.scalars(
+            select(MembershipRow)
+            .where(
+                MembershipRow.group_id == group_id,
+                MembershipRow.member_type == member.type.value,
+                MembershipRow.member_id == member.id,
+                MembershipRow.relation == relation.value,
+                MembershipRow.ended_at.is_(None),
+            )
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise NotFound(f"{member} is not {relation.value} of group {group_id}")
+        before = mappers.snapshot(mappers.membership(row))
+        row.ended_at = w.at
+        row.ended_by = actor.name
+        row.end_reason = reason
+        membership = mappers.membership(row)
+        w.record(
+            action=f"membership.end.{relation.value}",
+            target_type="membership",
+            target_id=row.id,
+            before=before,
+            after=mappers.snapshot(membership),
+            reason=reason,
+        )
+    return Written(membership, w.revision)
+
+
+def list_memberships(
+    rt: Pimlico, *, actor: Actor, group_id: str, include_ended: bool = False
+) -> list[Membership]:
+    authorize(rt, actor, Perm.GROUPS_READ)
+    with rt.reading() as s:
+        get_row(s, GroupRow, group_id, "group")
+        query = select(MembershipRow).where(MembershipRow.group_id == group_id)
+        if not include_ended:
+            query = query.where(MembershipRow.ended_at.is_(None))
+        rows = s.scalars(query.order_by(MembershipRow.created_at))
+        return [mappers.membership(r) for r in rows]

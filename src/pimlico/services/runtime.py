@@ -1,0 +1,97 @@
+"""The runtime every use case is given: settings, the store, the clock and the decision index.
+
+Built once by an entry point (``Pimlico.open(settings)``) and passed in; nothing reads
+globals. Also the write transaction (``writing``) and who is acting (``Actor``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from pimlico.clock import Clock, SystemClock
+from pimlico.db.audit import WriteContext, begin_write, finish_write
+from pimlico.db.engine import make_engine, make_sessionmaker
+from pimlico.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks. A user or service account (``principal_id``), or the local operator.
+
+    The local operator (``system``) is whoever runs the CLI on the machine with the store's
+    credentials: it could change the database directly, so Pimlico does not pretend to guard
+    against it, but it is still named in every audit event.
+    """
+
+    name: str
+    principal_id: str | None = None
+    system: bool = False
+
+    @classmethod
+    def operator(cls, name: str = "cli") -> Actor:
+        return cls(name=f"system:{name}", system=True)
+
+    @classmethod
+    def principal(cls, principal_id: str) -> Actor:
+        return cls(name=principal_id, principal_id=principal_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Written(Generic[T]):
+    """What a write use case returns: its result and the store revision it wrote."""
+
+    value: T
+    revision: int
+
+
+class Pimlico:
+    """The runtime: one per process."""
+
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, engine: Engine | None = None
+    ) -> None:
+        from pimlico.services.decisions import DecisionFollower
+
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.engine = engine or make_engine(settings.database_url)
+        self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
+        self.decisions = DecisionFollower(self)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Pimlico:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def writing(self, actor: Actor, *, request_id: str | None = None) -> Iterator[WriteContext]:
+        """One write transaction: the write lock first, audit events inside, commit at the end.
+
+        The decision index of this process follows the write as soon as it commits, so the
+        caller's next decision sees it.
+        """
+        with self.sessions() as session:
+            with session.begin():
+                ctx = begin_write(
+                    session, actor=actor.name, at=self.clock.now(), request_id=request_id
+                )
+                yield ctx
+                finish_write(ctx)
+            self.decisions.follow()

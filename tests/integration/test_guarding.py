@@ -1,0 +1,63 @@
+"""Pimlico guards itself with itself: admin powers last exactly as long as their activation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from pimlico.clock import FixedClock
+from pimlico.domain.catalogue import GROUPS_ADMINISTRATOR, PRIVILEGED_ROLE_ADMINISTRATOR
+from pimlico.domain.model import AssignmentKind, Target
+from pimlico.errors import PermissionDenied
+from pimlico.services import assignments, directory, roles
+from pimlico.services.runtime import Actor, Pimlico
+from tests.factories import HOUR
+from tests.integration.world import OPERATOR, user
+
+DAY = timedelta(days=1)
+
+
+def test_an_administrator_can_act_only_while_their_role_is_active(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    priya = user(rt, "priya")
+    as_priya = Actor.principal(priya.id)
+    with pytest.raises(PermissionDenied):
+        roles.create_role(rt, actor=as_priya, name="r1", permissions=["x.y"])
+    assignments.assign(
+        rt,
+        actor=OPERATOR,
+        kind=AssignmentKind.ACTIVE,
+        principal=priya,
+        target=Target.role(PRIVILEGED_ROLE_ADMINISTRATOR.id),
+        duration=2 * HOUR,
+        justification="change window",
+    )
+    roles.create_role(rt, actor=as_priya, name="r1", permissions=["x.y"])
+    clock.advance(2 * HOUR)
+    with pytest.raises(PermissionDenied):
+        roles.create_role(rt, actor=as_priya, name="r2", permissions=["x.y"])
+
+
+def test_a_groups_administrator_cannot_create_a_role_assignable_group(rt: Pimlico) -> None:
+    gail = user(rt, "gail")
+    assignments.assign(
+        rt,
+        actor=OPERATOR,
+        kind=AssignmentKind.ACTIVE,
+        principal=gail,
+        target=Target.role(GROUPS_ADMINISTRATOR.id),
+        duration=DAY,
+        justification="j",
+    )
+    as_gail = Actor.principal(gail.id)
+    directory.create_group(rt, actor=as_gail, name="plain")
+    with pytest.raises(PermissionDenied):
+        directory.create_group(rt, actor=as_gail, name="privileged", role_assignable=True)
+
+
+def test_an_anonymous_actor_is_refused_everything(rt: Pimlico) -> None:
+    nobody = Actor(name="anonymous")
+    with pytest.raises(PermissionDenied):
+        directory.list_users(rt, actor=nobody)
