@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -274,3 +275,32 @@ def test_update_changes_the_window_under_the_same_rules(rt: Pimlico, clock: Fixe
     assert (updated.start, updated.end) == (clock.now() + HOUR, clock.now() + HOUR + 10 * DAY)
     with pytest.raises(PolicyViolation):
         assignments.update_assignment(rt, actor=OPERATOR, assignment_id=made.id, permanent=True)
+
+
+def test_simultaneous_identical_assignments_make_exactly_one(rt: Pimlico) -> None:
+    u = user(rt, "u")
+    r = role(rt, "r", "x.y")
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        try:
+            assignments.assign(
+                rt,
+                actor=OPERATOR,
+                kind=ACTIVE,
+                principal=u,
+                target=Target.role(r),
+                duration=HOUR,
+                justification="race",
+            )
+            outcomes.append("made")
+        except RoleAssignmentExists:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["exists"] * 7 + ["made"]
+    assert len(assignments.list_assignments(rt, actor=OPERATOR, principal=u)) == 1
