@@ -12,7 +12,9 @@ from pimlico.domain.permissions import matches
 from pimlico.domain.scopes import covers
 
 
-def reference_groups(directory: Directory, principal_id: str, at: datetime, max_depth: int) -> set[str]:
+def reference_groups(
+    directory: Directory, principal_id: str, at: datetime, max_depth: int
+) -> set[str]:
     """Groups ``principal_id`` belongs to at ``at`` through chains of at most ``max_depth``."""
     edges = [
         (m.member.id, m.group_id)

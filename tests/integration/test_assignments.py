@@ -25,7 +25,9 @@ ACTIVE, ELIGIBLE = AssignmentKind.ACTIVE, AssignmentKind.ELIGIBLE
 
 
 def allowed(rt: Pimlico, who: PrincipalRef, permission: str, scope: str = "/") -> bool:
-    return decisions.check(rt, principal_id=who.id, permission=permission, scope=scope).allowed
+    return decisions.check(
+        rt, actor=OPERATOR, principal_id=who.id, permission=permission, scope=scope
+    ).allowed
 
 
 def test_the_search_and_purge_story_through_the_services(rt: Pimlico, clock: FixedClock) -> None:
@@ -64,6 +66,7 @@ def test_the_search_and_purge_story_through_the_services(rt: Pimlico, clock: Fix
     )
     decision = decisions.check(
         rt,
+        actor=OPERATOR,
         principal_id=alex.id,
         permission="mail.purge",
         scope="/apps/mail/inbox",

@@ -106,11 +106,17 @@ def test_a_disabled_user_holds_nothing_and_holds_it_again_when_enabled(rt: Pimli
         duration=HOUR * 24,
         justification="standing",
     )
-    assert decisions.check(rt, principal_id=u.id, permission="mail.purge", scope="/").allowed
+    assert decisions.check(
+        rt, actor=OPERATOR, principal_id=u.id, permission="mail.purge", scope="/"
+    ).allowed
     directory.set_user_enabled(rt, actor=OPERATOR, user_id=u.id, enabled=False, reason="leaver")
-    assert not decisions.check(rt, principal_id=u.id, permission="mail.purge", scope="/").allowed
+    assert not decisions.check(
+        rt, actor=OPERATOR, principal_id=u.id, permission="mail.purge", scope="/"
+    ).allowed
     directory.set_user_enabled(rt, actor=OPERATOR, user_id=u.id, enabled=True)
-    assert decisions.check(rt, principal_id=u.id, permission="mail.purge", scope="/").allowed
+    assert decisions.check(
+        rt, actor=OPERATOR, principal_id=u.id, permission="mail.purge", scope="/"
+    ).allowed
 
 
 def test_an_owner_must_be_a_person_or_a_service_account(rt: Pimlico) -> None:

@@ -18,7 +18,9 @@ def test_another_runtime_honours_a_write_when_asked_for_its_revision(
     u = user(rt, "u")
     r = role(rt, "r", "x.y")
     with Pimlico(settings, clock=clock) as replica:
-        assert not decisions.check(replica, principal_id=u.id, permission="x.y", scope="/").allowed
+        assert not decisions.check(
+            replica, actor=OPERATOR, principal_id=u.id, permission="x.y", scope="/"
+        ).allowed
         made = assignments.assign(
             rt,
             actor=OPERATOR,
@@ -30,6 +32,7 @@ def test_another_runtime_honours_a_write_when_asked_for_its_revision(
         )
         fresh = decisions.check(
             replica,
+            actor=OPERATOR,
             principal_id=u.id,
             permission="x.y",
             scope="/",
@@ -40,6 +43,7 @@ def test_another_runtime_honours_a_write_when_asked_for_its_revision(
         removed = assignments.remove_assignment(rt, actor=OPERATOR, assignment_id=made.value.id)
         assert not decisions.check(
             replica,
+            actor=OPERATOR,
             principal_id=u.id,
             permission="x.y",
             scope="/",
@@ -62,5 +66,9 @@ def test_a_fresh_runtime_builds_its_index_from_the_store(
         justification="j",
     )
     with Pimlico(settings, clock=clock) as other:
-        assert decisions.check(other, principal_id=u.id, permission="x.y", scope="/a/b").allowed
-        assert not decisions.check(other, principal_id=u.id, permission="x.y", scope="/").allowed
+        assert decisions.check(
+            other, actor=OPERATOR, principal_id=u.id, permission="x.y", scope="/a/b"
+        ).allowed
+        assert not decisions.check(
+            other, actor=OPERATOR, principal_id=u.id, permission="x.y", scope="/"
+        ).allowed

@@ -10,7 +10,7 @@ from pimlico.clock import FixedClock
 from pimlico.domain.catalogue import GROUPS_ADMINISTRATOR, PRIVILEGED_ROLE_ADMINISTRATOR
 from pimlico.domain.model import AssignmentKind, Target
 from pimlico.errors import PermissionDenied
-from pimlico.services import assignments, directory, roles
+from pimlico.services import assignments, decisions, directory, roles
 from pimlico.services.runtime import Actor, Pimlico
 from tests.factories import HOUR
 from tests.integration.world import OPERATOR, user
@@ -61,3 +61,14 @@ def test_an_anonymous_actor_is_refused_everything(rt: Pimlico) -> None:
     nobody = Actor(name="anonymous")
     with pytest.raises(PermissionDenied):
         directory.list_users(rt, actor=nobody)
+
+
+def test_anyone_may_ask_about_themselves_but_not_about_others(rt: Pimlico) -> None:
+    alex, bob = user(rt, "alex"), user(rt, "bob")
+    as_alex = Actor.principal(alex.id)
+    decisions.check(rt, actor=as_alex, principal_id=alex.id, permission="x.y", scope="/")
+    decisions.effective_access(rt, actor=as_alex, principal_id=alex.id)
+    with pytest.raises(PermissionDenied):
+        decisions.check(rt, actor=as_alex, principal_id=bob.id, permission="x.y", scope="/")
+    with pytest.raises(PermissionDenied):
+        decisions.effective_access(rt, actor=as_alex, principal_id=bob.id)

@@ -24,7 +24,10 @@ def resolve_end(
             FieldError("duration", "ExpirationRule", "give an end or a duration, not both")
         ]
     if duration is not None:
-        return start + duration, []
+        try:
+            return start + duration, []
+        except OverflowError:
+            return None, [FieldError("duration", "ExpirationRule", "the duration is far too long")]
     return end, []
 
 

@@ -270,9 +270,27 @@ class DecisionIndex:
         if paths is None:
             paths = self._closure_paths(principal_id)
             if paths is None:
-                return Decision(False, principal_id, permission, scope, at, "unknown principal")
+                return Decision(
+                    False,
+                    principal_id,
+                    permission,
+                    scope,
+                    at,
+                    "unknown principal",
+                    None,
+                    self.revision,
+                )
         if not self._enabled.get(principal_id, True):
-            return Decision(False, principal_id, permission, scope, at, "principal is disabled")
+            return Decision(
+                False,
+                principal_id,
+                permission,
+                scope,
+                at,
+                "principal is disabled",
+                None,
+                self.revision,
+            )
         scopes = ancestors(scope)
         for pattern in candidate_patterns(permission):
             holders = self._holders.get(pattern)

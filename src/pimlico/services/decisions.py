@@ -2,9 +2,9 @@
 
 ``DecisionFollower`` owns the index: it builds it from the store on first use (streaming the
 rows, never holding them all), and follows the store's revisions by re-reading only the
-entities the audit log says changed. ``check``/``explain``/``effective_access`` are the use
-cases; a caller that has just written passes the write's revision as ``at_least_revision``
-and the follower catches up before answering.
+entities the audit log says changed. ``check`` (whose answer carries its explanation) and
+``effective_access`` are the use cases; a caller that has just written passes the write's
+revision as ``at_least_revision`` and the follower catches up before answering.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pimlico.db.tables import (
     ServiceAccountRow,
     UserRow,
 )
+from pimlico.domain.catalogue import Perm
 from pimlico.domain.decisions import Access, Decision, DecisionIndex
 from pimlico.domain.index_feed import (
     feed_assignment,
@@ -132,18 +133,30 @@ class DecisionFollower:
         return index
 
 
+def _may_ask_about(runtime: Pimlico, actor: Actor | None, principal_id: str) -> None:
+    """Anyone may ask about themselves; asking about others takes ``pim.decisions.read``."""
+    if actor is not None and actor.principal_id != principal_id:
+        authorize(runtime, actor, Perm.DECISIONS_READ)
+
+
 def check(
     runtime: Pimlico,
     *,
+    actor: Actor | None,
     principal_id: str,
     permission: str,
     scope: str,
     at: datetime | None = None,
     at_least_revision: int | None = None,
 ) -> Decision:
-    """May ``principal_id`` use ``permission`` at ``scope`` at ``at`` (default: now)?"""
+    """May ``principal_id`` use ``permission`` at ``scope`` at ``at`` (default: now)?
+
+    ``actor`` is who asks; ``None`` is Pimlico itself (an embedded caller such as the
+    example application's policy point, which has no identity of its own to check).
+    """
     validate_permission(permission)
     validate_scope(scope)
+    _may_ask_about(runtime, actor, principal_id)
     index = runtime.decisions.at_least(at_least_revision)
     return index.decide(principal_id, permission, scope, at or runtime.clock.now())
 
@@ -151,11 +164,13 @@ def check(
 def effective_access(
     runtime: Pimlico,
     *,
+    actor: Actor | None,
     principal_id: str,
     at: datetime | None = None,
     at_least_revision: int | None = None,
 ) -> Access:
     """Everything ``principal_id`` holds at ``at`` (default: now), with the chains."""
+    _may_ask_about(runtime, actor, principal_id)
     index = runtime.decisions.at_least(at_least_revision)
     return index.effective_access(principal_id, at or runtime.clock.now())
 
