@@ -238,3 +238,63 @@ def test_a_short_chain_is_kept_beside_a_longer_one_with_a_wider_window() -> None
     index = index_of(d, max_depth=3)
     assert index.decide("u", "x.y", "/", T0).allowed
     assert not index.decide("u", "x.y", "/", T0 + HOUR).allowed
+
+
+INF = float("inf")
+
+
+def test_a_group_first_seen_as_a_member_follows_later_nesting_once_it_is_known() -> None:
+    index = DecisionIndex(max_depth=4)
+    t = T0.timestamp()
+    # A follower may see the membership before the group it names.
+    index.put_membership("m1", group_id="G", member_id="X", relation="member", start=t, end=INF)
+    for g in ("X", "G", "H"):
+        index.put_group(g)
+    index.put_role("r", ("x.y",))
+    index.put_assignment(
+        "a1",
+        kind="active",
+        principal_id="H",
+        target_type="role",
+        target_id="r",
+        scope="/",
+        start=t,
+        end=INF,
+    )
+    index.put_membership("m2", group_id="H", member_id="G", relation="member", start=t, end=INF)
+    assert index.decide("X", "x.y", "/", T0).allowed
+
+
+def test_ending_one_of_two_links_between_the_same_groups_keeps_the_other_working() -> None:
+    index = DecisionIndex(max_depth=4)
+    t = T0.timestamp()
+    index.put_principal("u", enabled=True)
+    for g in ("A", "B", "C"):
+        index.put_group(g)
+    index.put_role("r", ("x.y",))
+    index.put_assignment(
+        "grant",
+        kind="active",
+        principal_id="C",
+        target_type="role",
+        target_id="r",
+        scope="/",
+        start=t,
+        end=INF,
+    )
+    index.put_membership("m1", group_id="A", member_id="u", relation="member", start=t, end=INF)
+    index.put_membership("m2", group_id="B", member_id="A", relation="member", start=t, end=INF)
+    index.put_assignment(
+        "pim",
+        kind="active",
+        principal_id="A",
+        target_type="group_member",
+        target_id="B",
+        scope="/",
+        start=t,
+        end=INF,
+    )
+    index.drop_assignment("pim", "A")
+    # B is nested later: A (still a static member of B) must follow.
+    index.put_membership("m3", group_id="C", member_id="B", relation="member", start=t, end=INF)
+    assert index.decide("u", "x.y", "/", T0).allowed

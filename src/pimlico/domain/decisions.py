@@ -176,6 +176,8 @@ class DecisionIndex:
     def put_group(self, group_id: str) -> None:
         if group_id not in self._groups:
             self._groups.add(group_id)
+            # Edges fed before the group was known filed it as a user: forget those paths.
+            self._paths.pop(group_id, None)
             self._dirty_groups.add(group_id)
             self._settle()
 
@@ -207,7 +209,8 @@ class DecisionIndex:
             edges = table.get(member_id)
             if edges and edge_id in edges:
                 group_id = edges.pop(edge_id)[0]
-                if table is self._up:
+                still_linked = any(e[0] == group_id for e in edges.values())
+                if table is self._up and not still_linked:
                     self._down.get(group_id, set()).discard(member_id)
                 self._touch(member_id)
         self._settle()

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 _Row = TypeVar("_Row")
 _BATCH = 10_000
+_IN_CHUNK = 5_000
+"""Ids per ``IN (...)`` list: PostgreSQL takes at most 65,535 parameters a statement."""
 
 
 def _stream(
@@ -115,10 +117,13 @@ class DecisionFollower:
                 if target_type in _FEEDERS:
                     changed[target_type].add(target_id)
             with index.bulk():
-                for target_type, ids in changed.items():
-                    table, feed, to_entity = _FEEDERS[target_type]
-                    for row in _stream(session, table, ids):
-                        feed(index, to_entity(row))
+                # In the build's order (principals and groups before the edges between them),
+                # whatever order the changes came in.
+                for target_type, (table, feed, to_entity) in _FEEDERS.items():
+                    ids = sorted(changed.get(target_type, ()))
+                    for start in range(0, len(ids), _IN_CHUNK):
+                        for row in _stream(session, table, ids[start : start + _IN_CHUNK]):
+                            feed(index, to_entity(row))
             index.revision = head
         return head
 
