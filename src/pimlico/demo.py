@@ -115,7 +115,7 @@ def load_demo(rt: Pimlico, actor: Actor | None = None) -> Demo:
     sp_pim = group(
         "Search and Purge PIM",
         "Eligible members activate into Search and Purge.",
-        role_assignable=False,
+        role_assignable=True,
         pim=True,
     )
     era = group("Exchange Recipient Admins", "Manage recipients.", role_assignable=True, pim=True)

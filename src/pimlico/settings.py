@@ -23,3 +23,12 @@ class Settings(BaseSettings):
         le=32,
         description="How deep groups may nest (a user in G1 in G2 … in Gn: n ≤ this).",
     )
+    decision_max_staleness: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=3600.0,
+        description=(
+            "Seconds a decision asked without at_least_revision may lag behind the store; "
+            "authorization of Pimlico's own operations never lags."
+        ),
+    )

@@ -33,7 +33,7 @@ def allowed(rt: Pimlico, who: PrincipalRef, permission: str, scope: str = "/") -
 def test_the_search_and_purge_story_through_the_services(rt: Pimlico, clock: FixedClock) -> None:
     alex = user(rt, "alex")
     sp = group(rt, "Search and Purge", role_assignable=True)
-    sp_pim = group(rt, "Search and Purge PIM")
+    sp_pim = group(rt, "Search and Purge PIM", role_assignable=True)
     purge = role(rt, "Mail Search and Purge", "mail.search", "mail.purge")
     directory.add_member(rt, actor=OPERATOR, group_id=sp.id, member=sp_pim)
     assignments.assign(

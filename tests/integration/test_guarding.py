@@ -12,6 +12,7 @@ from pimlico.domain.model import AssignmentKind, Target
 from pimlico.errors import PermissionDenied
 from pimlico.services import assignments, decisions, directory, roles
 from pimlico.services.runtime import Actor, Pimlico
+from pimlico.settings import Settings
 from tests.factories import HOUR
 from tests.integration.world import OPERATOR, user
 
@@ -72,3 +73,24 @@ def test_anyone_may_ask_about_themselves_but_not_about_others(rt: Pimlico) -> No
         decisions.check(rt, actor=as_alex, principal_id=bob.id, permission="x.y", scope="/")
     with pytest.raises(PermissionDenied):
         decisions.effective_access(rt, actor=as_alex, principal_id=bob.id)
+
+
+def test_a_revocation_made_by_another_process_is_honoured_at_once(
+    rt: Pimlico, settings: Settings, clock: FixedClock
+) -> None:
+    priya = user(rt, "priya")
+    granted = assignments.assign(
+        rt,
+        actor=OPERATOR,
+        kind=AssignmentKind.ACTIVE,
+        principal=priya,
+        target=Target.role(PRIVILEGED_ROLE_ADMINISTRATOR.id),
+        duration=2 * HOUR,
+        justification="change window",
+    ).value
+    as_priya = Actor.principal(priya.id)
+    roles.create_role(rt, actor=as_priya, name="r1", permissions=["x.y"])
+    with Pimlico(settings, clock=clock) as other_process:
+        assignments.remove_assignment(rt=other_process, actor=OPERATOR, assignment_id=granted.id)
+    with pytest.raises(PermissionDenied):
+        roles.create_role(rt, actor=as_priya, name="r2", permissions=["x.y"])

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from pimlico.db.tables import AuditEventRow, PimStateRow
 from pimlico.domain.audit import AuditRecord, canonical_json, compute_hash, verify_chain
-from pimlico.errors import BrokenLink
+from pimlico.errors import BrokenLink, FieldError, InvalidInput
 
 EXPORT_FIELDS = (
     "sequence",
@@ -358,4 +358,7 @@ def _select(
 def _check_lengths(**values: str | None) -> None:
     for name, value in values.items():
         if value is not None and len(value) > _MAX_LENGTHS[name]:
-            raise ValueError(f"audit {name} longer than {_MAX_LENGTHS[name]} characters")
+            raise InvalidInput(
+                f"{name} is too long",
+                [FieldError(name, "Length", f"at most {_MAX_LENGTHS[name]} characters")],
+            )

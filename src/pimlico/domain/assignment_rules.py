@@ -79,6 +79,29 @@ def window_problems(
     return problems
 
 
+def caller_problems(
+    settings: RoleSettings, *, kind: AssignmentKind, justification: str | None, mfa_verified: bool
+) -> list[FieldError]:
+    """What the administrator owes for any change to an assignment of ``kind``."""
+    rules = settings.assignment
+    if kind is AssignmentKind.ELIGIBLE:
+        need_justification = rules.eligible_require_justification
+        need_mfa = rules.eligible_require_mfa
+    else:
+        need_justification = rules.active_require_justification
+        need_mfa = rules.active_require_mfa
+    problems: list[FieldError] = []
+    if need_justification and not justification:
+        problems.append(
+            FieldError("justification", "JustificationRule", "this target needs a justification")
+        )
+    if need_mfa and not mfa_verified:
+        problems.append(
+            FieldError("mfa", "MfaRule", "this target needs a fresh multi-factor verification")
+        )
+    return problems
+
+
 def assignment_problems(
     settings: RoleSettings,
     *,
@@ -93,20 +116,6 @@ def assignment_problems(
     problems = window_problems(settings, kind=kind, start=start, end=end, measured_from=start)
     if end is not None and end <= now:
         problems.append(FieldError("end", "ExpirationRule", "the end is already past"))
-    rules = settings.assignment
-    if kind is AssignmentKind.ELIGIBLE:
-        need_justification, need_mfa = (
-            rules.eligible_require_justification,
-            rules.eligible_require_mfa,
-        )
-    else:
-        need_justification, need_mfa = rules.active_require_justification, rules.active_require_mfa
-    if need_justification and not justification:
-        problems.append(
-            FieldError("justification", "JustificationRule", "this target needs a justification")
-        )
-    if need_mfa and not mfa_verified:
-        problems.append(
-            FieldError("mfa", "MfaRule", "this target needs a fresh multi-factor verification")
-        )
-    return problems
+    return problems + caller_problems(
+        settings, kind=kind, justification=justification, mfa_verified=mfa_verified
+    )

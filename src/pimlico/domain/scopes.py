@@ -10,12 +10,15 @@ from pimlico.errors import FieldError, InvalidInput
 ROOT = "/"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 MAX_DEPTH = 16
+MAX_LENGTH = 1024
 
 
 def scope_problem(scope: str) -> str | None:
     """Why ``scope`` is not a valid scope path, or ``None`` when it is."""
     if scope == ROOT:
         return None
+    if len(scope) > MAX_LENGTH:
+        return f"a scope is at most {MAX_LENGTH} characters"
     if not scope.startswith("/"):
         return "a scope is a path that starts with '/'"
     if scope.endswith("/"):

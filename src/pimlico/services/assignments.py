@@ -8,15 +8,23 @@ that is granted calls them with its ``request_id``.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from pimlico.db import mappers
+from pimlico.db.audit import WriteContext
 from pimlico.db.tables import AssignmentRow, GroupRow, RoleRow
-from pimlico.domain.assignment_rules import assignment_problems, resolve_end, window_problems
-from pimlico.domain.catalogue import GLOBAL_ADMINISTRATOR, Perm
+from pimlico.domain.assignment_rules import (
+    assignment_problems,
+    caller_problems,
+    resolve_end,
+    window_problems,
+)
+from pimlico.domain.audit import format_instant
+from pimlico.domain.catalogue import Perm
 from pimlico.domain.model import (
     Assignment,
     AssignmentKind,
@@ -35,9 +43,9 @@ from pimlico.errors import (
     RoleAssignmentExists,
 )
 from pimlico.services.decisions import authorize
-from pimlico.services.guards import guard_last_global_administrator
-from pimlico.services.lookups import check_text, get_row, principal_row
-from pimlico.services.nesting import check_nesting
+from pimlico.services.guards import keeping_a_global_administrator
+from pimlico.services.lookups import check_instant, check_text, get_row, principal_row
+from pimlico.services.nesting import check_nesting, check_role_assignable_nesting
 from pimlico.services.role_settings import load_policy
 from pimlico.services.runtime import Actor, Pimlico, Written
 
@@ -74,7 +82,15 @@ def _check_target(session: Session, principal: PrincipalRef, target: Target) -> 
                 "group targets have no scope",
                 [FieldError("target.scope", "ScopeFormat", "a group target's scope is '/'")],
             )
-        get_row(session, GroupRow, target.object_id, "group")
+        group = get_row(session, GroupRow, target.object_id, "group")
+        if principal.type is PrincipalType.GROUP:
+            if target.type is TargetType.GROUP_OWNER:
+                raise InvalidInput(
+                    "invalid owner",
+                    [FieldError("principal", "OwnerType", "owners are users or service accounts")],
+                )
+            member = get_row(session, GroupRow, principal.id, "group")
+            check_role_assignable_nesting(group, member)
 
 
 def _overlapping(
@@ -123,83 +139,121 @@ def assign(
 ) -> Written[Assignment]:
     """Grant ``target`` to ``principal`` (eligibly or actively) for ``[start, end)``.
 
-    No end and no duration means permanent, which the target's settings must allow.
+    No end and no duration means permanent, which the target's settings must allow. A start
+    in the past means now: history is never rewritten.
     """
     justification = check_text(justification, "justification")
+    check_instant(start, "start")
+    check_instant(end, "end")
     with rt.writing(actor, request_id=request_id) as w:
-        s = w.session
-        principal_row(s, principal)
-        _check_target(s, principal, target)
-        authorize(rt, actor, _write_permission(s, target), target.scope)
-        if principal.type is PrincipalType.SERVICE_ACCOUNT and kind is AssignmentKind.ELIGIBLE:
-            raise InvalidInput(
-                "service accounts cannot be eligible",
-                [
-                    FieldError(
-                        "kind",
-                        "ServiceAccountActiveOnly",
-                        "a service account holds active, time-bound assignments only",
-                    )
-                ],
-            )
-        begin = start or w.at
-        finish, problems = resolve_end(begin, end, duration)
-        policy = load_policy(s, target.type, target.object_id)
-        problems += assignment_problems(
-            policy.settings,
-            kind=kind,
-            start=begin,
-            end=finish,
-            now=w.at,
-            justification=justification,
-            mfa_verified=mfa_verified or actor.system,
-        )
-        if principal.type is PrincipalType.SERVICE_ACCOUNT and finish is None:
-            problems.append(
-                FieldError("end", "ExpirationRule", "a service account's assignment needs an end")
-            )
-        if problems:
-            raise PolicyViolation(problems)
-        clash = _overlapping(
-            s, kind=kind, principal=principal, target=target, start=begin, end=finish, now=w.at
-        )
-        if clash is not None:
-            raise RoleAssignmentExists(
-                f"The {kind.value} assignment already exists ({clash.id}, "
-                f"from {clash.start_at.isoformat()})"
-            )
-        if principal.type is PrincipalType.GROUP and target.type is TargetType.GROUP_MEMBER:
-            check_nesting(
-                s,
-                child=principal.id,
-                parent=target.object_id,
-                now=w.at,
-                max_depth=rt.settings.max_nesting_depth,
-            )
-        assignment = Assignment(
-            id=new_id(),
+        assignment = _create(
+            rt,
+            w,
+            actor,
             kind=kind,
             principal=principal,
             target=target,
-            start=begin,
-            end=finish,
-            created_at=w.at,
-            created_by=actor.name,
+            start=start,
+            end=end,
+            duration=duration,
             justification=justification,
+            mfa_verified=mfa_verified,
             activated_from=activated_from,
-            request_id=request_id,
-        )
-        s.add(mappers.assignment_row(assignment))
-        s.flush()
-        w.record(
-            action=f"assignment.{kind.value}.assign",
-            target_type="assignment",
-            target_id=assignment.id,
-            before=None,
-            after=mappers.snapshot(assignment),
-            reason=justification,
         )
     return Written(assignment, w.revision)
+
+
+def _create(
+    rt: Pimlico,
+    w: WriteContext,
+    actor: Actor,
+    *,
+    kind: AssignmentKind,
+    principal: PrincipalRef,
+    target: Target,
+    start: datetime | None,
+    end: datetime | None,
+    duration: timedelta | None,
+    justification: str | None,
+    mfa_verified: bool,
+    activated_from: str | None = None,
+) -> Assignment:
+    s = w.session
+    principal_row(s, principal)
+    _check_target(s, principal, target)
+    authorize(rt, actor, _write_permission(s, target), target.scope)
+    if principal.type is PrincipalType.SERVICE_ACCOUNT and kind is AssignmentKind.ELIGIBLE:
+        raise InvalidInput(
+            "service accounts cannot be eligible",
+            [
+                FieldError(
+                    "kind",
+                    "ServiceAccountActiveOnly",
+                    "a service account holds active, time-bound assignments only",
+                )
+            ],
+        )
+    begin = w.at if start is None or start < w.at else start
+    finish, problems = resolve_end(begin, end, duration)
+    policy = load_policy(s, target.type, target.object_id)
+    problems += assignment_problems(
+        policy.settings,
+        kind=kind,
+        start=begin,
+        end=finish,
+        now=w.at,
+        justification=justification,
+        mfa_verified=mfa_verified or actor.system,
+    )
+    problems += _service_account_problems(principal, finish)
+    if problems:
+        raise PolicyViolation(problems)
+    clash = _overlapping(
+        s, kind=kind, principal=principal, target=target, start=begin, end=finish, now=w.at
+    )
+    if clash is not None:
+        raise RoleAssignmentExists(
+            f"The {kind.value} assignment already exists ({clash.id}, "
+            f"from {format_instant(clash.start_at)})"
+        )
+    if principal.type is PrincipalType.GROUP and target.type is TargetType.GROUP_MEMBER:
+        check_nesting(
+            s,
+            child=principal.id,
+            parent=target.object_id,
+            now=w.at,
+            max_depth=rt.settings.max_nesting_depth,
+        )
+    assignment = Assignment(
+        id=new_id(),
+        kind=kind,
+        principal=principal,
+        target=target,
+        start=begin,
+        end=finish,
+        created_at=w.at,
+        created_by=actor.name,
+        justification=justification,
+        activated_from=activated_from,
+        request_id=w.request_id,
+    )
+    s.add(mappers.assignment_row(assignment))
+    s.flush()
+    w.record(
+        action=f"assignment.{kind.value}.assign",
+        target_type="assignment",
+        target_id=assignment.id,
+        before=None,
+        after=mappers.snapshot(assignment),
+        reason=justification,
+    )
+    return assignment
+
+
+def _service_account_problems(principal: PrincipalRef, end: datetime | None) -> list[FieldError]:
+    if principal.type is PrincipalType.SERVICE_ACCOUNT and end is None:
+        return [FieldError("end", "ExpirationRule", "a service account's assignment needs an end")]
+    return []
 
 
 def _current(session: Session, assignment_id: str, now: datetime) -> AssignmentRow:
@@ -211,11 +265,9 @@ def _current(session: Session, assignment_id: str, now: datetime) -> AssignmentR
     return row
 
 
-def _is_global_admin(row: AssignmentRow) -> bool:
-    return (
-        row.target_type == TargetType.ROLE.value
-        and row.target_id == GLOBAL_ADMINISTRATOR.id
-        and row.kind == AssignmentKind.ACTIVE.value
+def _keeping_a_global_administrator(rt: Pimlico, w: WriteContext) -> AbstractContextManager[None]:
+    return keeping_a_global_administrator(
+        w.session, now=w.at, max_depth=rt.settings.max_nesting_depth
     )
 
 
@@ -232,14 +284,23 @@ def update_assignment(
     mfa_verified: bool = False,
     request_id: str | None = None,
 ) -> Written[Assignment]:
-    """Change the window of a current assignment (``permanent`` drops its end)."""
+    """Change the window of a current assignment (``permanent`` drops its end).
+
+    A start may move later, or be set for one that has not begun, but never into the past.
+    """
     justification = check_text(justification, "justification")
+    check_instant(start, "start")
+    check_instant(end, "end")
     with rt.writing(actor, request_id=request_id) as w:
         s = w.session
         row = _current(s, assignment_id, w.at)
         before = mappers.assignment(row)
         authorize(rt, actor, _write_permission(s, before.target), before.target.scope)
         begin = start or before.start
+        if start is not None and start != before.start and start < w.at:
+            raise PolicyViolation(
+                [FieldError("start", "ExpirationRule", "a start cannot be moved into the past")]
+            )
         if permanent:
             finish: datetime | None = None
             problems: list[FieldError] = []
@@ -257,6 +318,7 @@ def update_assignment(
             justification=justification,
             mfa_verified=mfa_verified or actor.system,
         )
+        problems += _service_account_problems(before.principal, finish)
         if problems:
             raise PolicyViolation(problems)
         clash = _overlapping(
@@ -271,9 +333,8 @@ def update_assignment(
         )
         if clash is not None:
             raise RoleAssignmentExists(f"the new window overlaps assignment {clash.id}")
-        if _is_global_admin(row) and before.in_force(w.at) and not begin <= w.at:
-            guard_last_global_administrator(s, now=w.at, losing_assignment=assignment_id)
-        row.start_at, row.end_at = begin, finish
+        with _keeping_a_global_administrator(rt, w):
+            row.start_at, row.end_at = begin, finish
         after = mappers.assignment(row)
         w.record(
             action=f"assignment.{before.kind.value}.update",
@@ -301,9 +362,8 @@ def remove_assignment(
         row = _current(s, assignment_id, w.at)
         before = mappers.assignment(row)
         authorize(rt, actor, _write_permission(s, before.target), before.target.scope)
-        if _is_global_admin(row):
-            guard_last_global_administrator(s, now=w.at, losing_assignment=assignment_id)
-        row.ended_at, row.ended_by, row.end_reason = w.at, actor.name, reason
+        with _keeping_a_global_administrator(rt, w):
+            row.ended_at, row.ended_by, row.end_reason = w.at, actor.name, reason
         after = mappers.assignment(row)
         w.record(
             action=f"assignment.{before.kind.value}.remove",
@@ -324,6 +384,7 @@ def extend_assignment(
     end: datetime | None = None,
     duration: timedelta | None = None,
     justification: str | None = None,
+    mfa_verified: bool = False,
     request_id: str | None = None,
 ) -> Written[Assignment]:
     """Move a current, time-bound assignment's end later (``duration`` counts from now).
@@ -331,6 +392,7 @@ def extend_assignment(
     The new remaining time may be as long as the settings' maximum, measured from now.
     """
     justification = check_text(justification, "justification")
+    check_instant(end, "end")
     with rt.writing(actor, request_id=request_id) as w:
         s = w.session
         row = _current(s, assignment_id, w.at)
@@ -341,7 +403,14 @@ def extend_assignment(
                 "nothing to extend",
                 [FieldError("end", "ExpirationRule", "the assignment is already permanent")],
             )
+        policy = load_policy(s, before.target.type, before.target.object_id)
         finish, problems = resolve_end(w.at, end, duration)
+        problems += caller_problems(
+            policy.settings,
+            kind=before.kind,
+            justification=justification,
+            mfa_verified=mfa_verified or actor.system,
+        )
         if finish is None:
             problems.append(FieldError("end", "Required", "give a new end or a duration"))
         elif finish <= before.end:
@@ -349,7 +418,6 @@ def extend_assignment(
                 FieldError("end", "ExpirationRule", "an extension ends later than the current end")
             )
         else:
-            policy = load_policy(s, before.target.type, before.target.object_id)
             problems += window_problems(
                 policy.settings,
                 kind=before.kind,
@@ -380,34 +448,40 @@ def renew_assignment(
     end: datetime | None = None,
     duration: timedelta | None = None,
     justification: str | None = None,
+    mfa_verified: bool = False,
     request_id: str | None = None,
 ) -> Written[Assignment]:
     """Grant an expired assignment again, from now: a new assignment; the old one stays."""
-    with rt.reading() as s:
-        old = mappers.assignment(get_row(s, AssignmentRow, assignment_id, "assignment"))
-    now = rt.clock.now()
-    if old.end is None or old.ended_at is not None or old.end > now:
-        raise InvalidInput(
-            "only an expired assignment can be renewed",
-            [
-                FieldError(
-                    "assignment_id",
-                    "RenewRule",
-                    "renew is for assignments that ran to their end; extend a current one",
-                )
-            ],
+    justification = check_text(justification, "justification")
+    check_instant(end, "end")
+    with rt.writing(actor, request_id=request_id) as w:
+        old = mappers.assignment(get_row(w.session, AssignmentRow, assignment_id, "assignment"))
+        authorize(rt, actor, _write_permission(w.session, old.target), old.target.scope)
+        if old.end is None or old.ended_at is not None or old.end > w.at:
+            raise InvalidInput(
+                "only an expired assignment can be renewed",
+                [
+                    FieldError(
+                        "assignment_id",
+                        "RenewRule",
+                        "renew is for assignments that ran to their end; extend a current one",
+                    )
+                ],
+            )
+        renewed = _create(
+            rt,
+            w,
+            actor,
+            kind=old.kind,
+            principal=old.principal,
+            target=old.target,
+            start=None,
+            end=end,
+            duration=duration,
+            justification=justification,
+            mfa_verified=mfa_verified,
         )
-    return assign(
-        rt,
-        actor=actor,
-        kind=old.kind,
-        principal=old.principal,
-        target=old.target,
-        end=end,
-        duration=duration,
-        justification=justification,
-        request_id=request_id,
-    )
+    return Written(renewed, w.revision)
 
 
 def list_assignments(

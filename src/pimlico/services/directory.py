@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from pimlico.db import mappers
 from pimlico.db.tables import GroupRow, MembershipRow, ServiceAccountRow, UserRow
-from pimlico.domain.catalogue import Perm
+from pimlico.domain.catalogue import BUILT_IN_ROLE_IDS, Perm
 from pimlico.domain.model import (
     Group,
     Membership,
@@ -23,9 +23,9 @@ from pimlico.domain.model import (
 )
 from pimlico.errors import AlreadyExists, FieldError, InvalidInput, NotFound
 from pimlico.services.decisions import authorize
-from pimlico.services.guards import guard_last_global_administrator
+from pimlico.services.guards import keeping_a_global_administrator
 from pimlico.services.lookups import check_email, check_name, check_text, get_row, principal_row
-from pimlico.services.nesting import check_nesting
+from pimlico.services.nesting import check_nesting, check_role_assignable_nesting
 from pimlico.services.runtime import Actor, Pimlico, Written
 
 # -- users ----------------------------------------------------------------------------------
@@ -40,11 +40,11 @@ def create_user(
     email: str | None = None,
     manager_id: str | None = None,
 ) -> Written[User]:
-    authorize(rt, actor, Perm.USERS_WRITE)
     user_name = check_name(user_name, "user_name")
     display = check_name(display_name or user_name, "display_name")
     email = check_email(email)
     with rt.writing(actor) as w:
+        authorize(rt, actor, Perm.USERS_WRITE)
         s = w.session
         if s.scalars(select(UserRow.id).where(UserRow.user_name_key == user_name.lower())).first():
             raise AlreadyExists(f"user name {user_name!r} is taken")
@@ -84,8 +84,8 @@ def update_user(
     manager_id: str | None = None,
 ) -> Written[User]:
     """Change what is given (``None`` leaves a field as it is)."""
-    authorize(rt, actor, Perm.USERS_WRITE)
     with rt.writing(actor) as w:
+        authorize(rt, actor, Perm.USERS_WRITE)
         row = get_row(w.session, UserRow, user_id, "user", lock=True)
         before = mappers.snapshot(mappers.user(row))
         if display_name is not None:
@@ -116,14 +116,18 @@ def set_user_enabled(
     rt: Pimlico, *, actor: Actor, user_id: str, enabled: bool, reason: str | None = None
 ) -> Written[User]:
     """Disable or re-enable a user. A disabled user holds nothing, whatever they are assigned."""
-    authorize(rt, actor, Perm.USERS_WRITE)
     reason = check_text(reason, "reason")
     with rt.writing(actor) as w:
+        authorize(rt, actor, Perm.USERS_WRITE)
         row = get_row(w.session, UserRow, user_id, "user", lock=True)
+        if _holds_admin_roles(rt, user_id):
+            # Disabling an administrator is a privileged act, not a user-management one.
+            authorize(rt, actor, Perm.ROLE_ASSIGNMENTS_WRITE)
         before = mappers.snapshot(mappers.user(row))
-        if not enabled:
-            guard_last_global_administrator(w.session, now=w.at, losing_user=user_id)
-        row.enabled = enabled
+        with keeping_a_global_administrator(
+            w.session, now=w.at, max_depth=rt.settings.max_nesting_depth
+        ):
+            row.enabled = enabled
         row.updated_at = w.at
         user = mappers.user(row)
         w.record(
@@ -143,17 +147,25 @@ def list_users(rt: Pimlico, *, actor: Actor) -> list[User]:
         return [mappers.user(r) for r in s.scalars(select(UserRow).order_by(UserRow.user_name_key))]
 
 
+def _holds_admin_roles(rt: Pimlico, user_id: str) -> bool:
+    """Does the user hold, or may they activate, one of Pimlico's own admin roles?"""
+    access = rt.decisions.current().effective_access(user_id, rt.clock.now())
+    held = {g.role_id for g in access.roles}
+    held.update(e.target_id for e in access.eligible if e.target_type == "role")
+    return bool(held & BUILT_IN_ROLE_IDS)
+
+
 # -- service accounts -----------------------------------------------------------------------
 
 
 def create_service_account(
     rt: Pimlico, *, actor: Actor, name: str, display_name: str | None = None, description: str = ""
 ) -> Written[ServiceAccount]:
-    authorize(rt, actor, Perm.USERS_WRITE)
     name = check_name(name, "name")
     display = check_name(display_name or name, "display_name")
     description = check_text(description, "description") or ""
     with rt.writing(actor) as w:
+        authorize(rt, actor, Perm.USERS_WRITE)
         s = w.session
         taken = s.scalars(
             select(ServiceAccountRow.id).where(func.lower(ServiceAccountRow.name) == name.lower())
@@ -185,9 +197,9 @@ def create_service_account(
 def set_service_account_enabled(
     rt: Pimlico, *, actor: Actor, account_id: str, enabled: bool, reason: str | None = None
 ) -> Written[ServiceAccount]:
-    authorize(rt, actor, Perm.USERS_WRITE)
     reason = check_text(reason, "reason")
     with rt.writing(actor) as w:
+        authorize(rt, actor, Perm.USERS_WRITE)
         row = get_row(w.session, ServiceAccountRow, account_id, "service account", lock=True)
         before = mappers.snapshot(mappers.service_account(row))
         row.enabled = enabled
@@ -229,11 +241,11 @@ def create_group(
     pim_enabled: bool = False,
 ) -> Written[Group]:
     """Create a group. ``role_assignable`` can be chosen now and never again."""
-    authorize(rt, actor, _group_write_permission(role_assignable))
     name = check_name(name, "name")
     display = check_name(display_name or name, "display_name")
     description = check_text(description, "description") or ""
     with rt.writing(actor) as w:
+        authorize(rt, actor, _group_write_permission(role_assignable))
         s = w.session
         if s.scalars(select(GroupRow.id).where(func.lower(GroupRow.name) == name.lower())).first():
             raise AlreadyExists(f"group name {name!r} is taken")
@@ -317,6 +329,21 @@ def add_member(
         group = get_row(s, GroupRow, group_id, "group", lock=True)
         authorize(rt, actor, _group_write_permission(group.role_assignable))
         principal_row(s, member)
+        if (
+            group.role_assignable
+            and relation is Relation.MEMBER
+            and member.type is PrincipalType.SERVICE_ACCOUNT
+        ):
+            raise InvalidInput(
+                "no standing membership for a service account in a role-assignable group",
+                [
+                    FieldError(
+                        "member",
+                        "ServiceAccountActiveOnly",
+                        "give the service account an active, time-bound membership assignment",
+                    )
+                ],
+            )
         if relation is Relation.OWNER and member.type is PrincipalType.GROUP:
             raise InvalidInput(
                 "invalid owner",
@@ -334,6 +361,7 @@ def add_member(
         if open_same:
             raise AlreadyExists(f"{member} is already {relation.value} of group {group_id}")
         if member.type is PrincipalType.GROUP:
+            check_role_assignable_nesting(group, get_row(s, GroupRow, member.id, "group"))
             check_nesting(
                 s,
                 child=member.id,
@@ -393,9 +421,8 @@ def remove_member(
         if row is None:
             raise NotFound(f"{member} is not {relation.value} of group {group_id}")
         before = mappers.snapshot(mappers.membership(row))
-        row.ended_at = w.at
-        row.ended_by = actor.name
-        row.end_reason = reason
+        with keeping_a_global_administrator(s, now=w.at, max_depth=rt.settings.max_nesting_depth):
+            row.ended_at, row.ended_by, row.end_reason = w.at, actor.name, reason
         membership = mappers.membership(row)
         w.record(
             action=f"membership.end.{relation.value}",

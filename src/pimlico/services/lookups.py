@@ -6,6 +6,7 @@ Also the small input rules every use case shares (names, emails, reasons).
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import func, select
@@ -101,5 +102,15 @@ def check_text(
         raise InvalidInput(
             f"{field} is too long",
             [FieldError(field, "Length", f"at most {MAX_TEXT} characters")],
+        )
+    return value
+
+
+def check_instant(value: datetime | None, field: str) -> datetime | None:
+    """An instant must say its time zone: a naive datetime is refused, never guessed."""
+    if value is not None and value.tzinfo is None:
+        raise InvalidInput(
+            f"{field} has no time zone",
+            [FieldError(field, "Timezone", "give an instant with its offset, e.g. ...Z")],
         )
     return value

@@ -14,9 +14,9 @@ from functools import cache
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from pimlico.db.tables import AssignmentRow, MembershipRow
+from pimlico.db.tables import AssignmentRow, GroupRow, MembershipRow
 from pimlico.domain.model import PrincipalType, Relation, TargetType
-from pimlico.errors import CycleDetected, DepthExceeded
+from pimlico.errors import CycleDetected, DepthExceeded, FieldError, InvalidInput
 
 
 def _group_edges(session: Session, now: datetime) -> list[tuple[str, str]]:
@@ -77,4 +77,24 @@ def check_nesting(
         raise DepthExceeded(
             f"nesting group {child} into {parent} makes a chain of {depth} links; "
             f"the cap is {max_depth} (setting PIMLICO_MAX_NESTING_DEPTH)"
+        )
+
+
+def check_role_assignable_nesting(parent: GroupRow, member: GroupRow) -> None:
+    """Only a role-assignable group may be nested into a role-assignable group.
+
+    Otherwise whoever manages the plain group (``pim.groups.write``) would decide who
+    receives the privileged group's roles: exactly what role-assignability exists to stop.
+    """
+    if parent.role_assignable and not member.role_assignable:
+        raise InvalidInput(
+            "a plain group cannot be nested into a role-assignable group",
+            [
+                FieldError(
+                    "member",
+                    "RoleAssignableGroupRequired",
+                    f"{parent.name} is role-assignable: only role-assignable groups may be "
+                    "nested into it",
+                )
+            ],
         )

@@ -79,8 +79,8 @@ def update_policy(
     changes: Mapping[str, object],
     if_version: int | None = None,
 ) -> Written[Policy]:
-    authorize(rt, actor, Perm.POLICIES_WRITE)
     with rt.writing(actor) as w:
+        authorize(rt, actor, Perm.POLICIES_WRITE)
         s = w.session
         _check_target(s, target_type, object_id)
         current = load_policy(s, target_type, object_id)

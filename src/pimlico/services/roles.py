@@ -35,11 +35,11 @@ def _check_permissions(permissions: list[str] | tuple[str, ...]) -> tuple[str, .
 def create_role(
     rt: Pimlico, *, actor: Actor, name: str, permissions: list[str], description: str = ""
 ) -> Written[Role]:
-    authorize(rt, actor, Perm.ROLES_WRITE)
     name = check_name(name, "name")
     perms = _check_permissions(permissions)
     description = check_text(description, "description") or ""
     with rt.writing(actor) as w:
+        authorize(rt, actor, Perm.ROLES_WRITE)
         s = w.session
         if s.scalars(select(RoleRow.id).where(func.lower(RoleRow.name) == name.lower())).first():
             raise AlreadyExists(f"role name {name!r} is taken")
@@ -74,9 +74,9 @@ def update_role(
     description: str | None = None,
 ) -> Written[Role]:
     """Change a custom role. Everyone holding it gains or loses the change at once."""
-    authorize(rt, actor, Perm.ROLES_WRITE)
     perms = None if permissions is None else _check_permissions(permissions)
     with rt.writing(actor) as w:
+        authorize(rt, actor, Perm.ROLES_WRITE)
         row = get_row(w.session, RoleRow, role_id, "role", lock=True)
         if row.built_in:
             raise Conflict(f"{row.name} is a built-in role and cannot be changed")

@@ -6,6 +6,7 @@ globals. Also the write transaction (``writing``) and who is acting (``Actor``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pimlico.db.engine import make_engine, make_sessionmaker
 from pimlico.settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,4 +96,7 @@ class Pimlico:
                 )
                 yield ctx
                 finish_write(ctx)
-            self.decisions.follow()
+            try:
+                self.decisions.follow()
+            except Exception:  # the write is committed: report, never undo it by raising
+                log.exception("decision index could not follow revision %s", ctx.revision)
