@@ -16,10 +16,12 @@ instants to equal floats, so ``start <= t < end`` keeps its meaning at the bound
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from sys import intern
 
 from pimlico.domain.permissions import candidate_patterns, matches
 from pimlico.domain.scopes import ancestors
@@ -63,23 +65,70 @@ def chain_of(path: Path | None) -> tuple[Step, ...]:
     return tuple(steps)
 
 
-@dataclass(frozen=True, slots=True)
 class Grant:
-    """Why something is allowed: which assignment, held by whom, reached through which chain."""
+    """Why something is allowed: which assignment, held by whom, reached through which chain.
 
-    assignment_id: str
-    role_id: str
-    scope: str
-    pattern: str
-    holder_id: str
-    chain: tuple[Step, ...]
-    start: datetime | None
-    end: datetime | None
-    """When this grant stops applying along this chain (``None``: never)."""
+    Built on the hot path of every allowed decision, so the chain and the instants are
+    worked out only when read.
+    """
+
+    __slots__ = (
+        "_end",
+        "_path",
+        "_start",
+        "assignment_id",
+        "holder_id",
+        "pattern",
+        "role_id",
+        "scope",
+    )
+
+    def __init__(
+        self,
+        assignment_id: str,
+        role_id: str,
+        scope: str,
+        pattern: str,
+        holder_id: str,
+        path: Path,
+        start: float,
+        end: float,
+    ) -> None:
+        self.assignment_id = assignment_id
+        self.role_id = role_id
+        self.scope = scope
+        self.pattern = pattern
+        self.holder_id = holder_id
+        self._path = path
+        self._start = start
+        self._end = end
+
+    @property
+    def chain(self) -> tuple[Step, ...]:
+        """The links from the principal up to the holder (empty when held directly)."""
+        return _chain(self._path)
+
+    @property
+    def start(self) -> datetime | None:
+        return from_ts(max(self._start, self._path[0]))
+
+    @property
+    def end(self) -> datetime | None:
+        """When this grant stops applying along this chain (``None``: never)."""
+        return from_ts(min(self._end, self._path[1]))
+
+    def __repr__(self) -> str:
+        return (
+            f"Grant({self.assignment_id!r}, role={self.role_id!r}, scope={self.scope!r}, "
+            f"pattern={self.pattern!r}, holder={self.holder_id!r})"
+        )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
+    """The answer to one question. (Not frozen: one is made for every decision, and a frozen
+    dataclass costs several times more to build. Treat it as read-only.)"""
+
     allowed: bool
     principal_id: str
     permission: str
@@ -148,13 +197,18 @@ class DecisionIndex:
         self._owners: dict[str, dict[str, tuple[str, float, float, Step]]] = {}
         # Active role assignments and the role catalogue.
         self._role_perms: dict[str, tuple[str, ...]] = {}
-        self._role_grants: dict[str, dict[str, tuple[str, str, float, float]]] = {}
+        self._role_grants: dict[str, set[str]] = {}
         self._grants: dict[str, tuple[str, str, str, float, float]] = {}
-        self._holders: dict[str, dict[str, list[_RoleGrant]]] = {}
+        # Who holds which pattern: holder → pattern → its grants (small dicts, one per holder).
+        self._held: dict[str, dict[str, list[_RoleGrant]]] = {}
         self._by_principal: dict[str, set[str]] = {}
         # Eligible assignments (any target): principal → {id: (type, target, scope, s, e)}.
         self._eligible: dict[str, dict[str, tuple[str, str, str, float, float]]] = {}
         # Derived: every group each principal reaches, with the windows of the paths.
+        # Per user or service account, the principals along its paths (itself included) that
+        # hold any grant: a decision looks only at these (a handful, of a dozen groups or so).
+        self._reached: dict[str, tuple[str, ...]] = {}
+        self._dirty_holders: set[str] = set()
         self._closure: dict[str, dict[str, tuple[Path, ...]]] = {}
         self._paths: dict[str, dict[str, tuple[Path, ...]]] = {}
         self._dirty_groups: set[str] = set()
@@ -168,27 +222,36 @@ class DecisionIndex:
         """Defer derived-state work until the ``with`` block ends (for builds and refreshes)."""
         return _Bulk(self)
 
+    # Ids arrive as fresh strings in every row that names them; interning them keeps one
+    # copy of each (a few hundred MB at a million assignments).
+
     def put_principal(self, principal_id: str, *, enabled: bool) -> None:
+        principal_id = intern(principal_id)
         self._enabled[principal_id] = enabled
         self._dirty_principals.add(principal_id)
         self._settle()
 
     def put_group(self, group_id: str) -> None:
+        group_id = intern(group_id)
         if group_id not in self._groups:
             self._groups.add(group_id)
             # Edges fed before the group was known filed it as a user: forget those paths.
             self._paths.pop(group_id, None)
+            self._reached.pop(group_id, None)
             self._dirty_groups.add(group_id)
             self._settle()
 
     def put_role(self, role_id: str, permissions: Iterable[str]) -> None:
-        perms = tuple(permissions)
+        role_id = intern(role_id)
+        perms = tuple(intern(p) for p in permissions)
         old = self._role_perms.get(role_id, ())
         self._role_perms[role_id] = perms
         if old != perms:
-            for aid, (pid, scope, start, end) in list(self._role_grants.get(role_id, {}).items()):
+            for aid in list(self._role_grants.get(role_id, ())):
+                pid, _, scope, start, end = self._grants[aid]
                 self._unhold(aid, pid, old)
                 self._hold(aid, pid, role_id, scope, start, end)
+        self._settle()
 
     def put_membership(
         self,
@@ -201,6 +264,7 @@ class DecisionIndex:
         end: float,
     ) -> None:
         """A static membership (``relation`` ``member`` or ``owner``) in force for [start, end)."""
+        group_id, member_id = intern(group_id), intern(member_id)
         self._put_edge(membership_id, "membership", group_id, member_id, relation, start, end)
 
     def end_edge(self, edge_id: str, member_id: str) -> None:
@@ -228,6 +292,7 @@ class DecisionIndex:
         end: float,
     ) -> None:
         """An assignment with its effective window (its end, or when it was ended if sooner)."""
+        principal_id, target_id, scope = intern(principal_id), intern(target_id), intern(scope)
         self.drop_assignment(assignment_id, principal_id)
         if kind == "eligible":
             self._eligible.setdefault(principal_id, {})[assignment_id] = (
@@ -239,14 +304,10 @@ class DecisionIndex:
             )
         elif target_type == "role":
             self._grants[assignment_id] = (principal_id, target_id, scope, start, end)
-            self._role_grants.setdefault(target_id, {})[assignment_id] = (
-                principal_id,
-                scope,
-                start,
-                end,
-            )
+            self._role_grants.setdefault(target_id, set()).add(assignment_id)
             self._by_principal.setdefault(principal_id, set()).add(assignment_id)
             self._hold(assignment_id, principal_id, target_id, scope, start, end)
+            self._settle()
         else:
             relation = "member" if target_type == "group_member" else "owner"
             self._put_edge(
@@ -260,7 +321,7 @@ class DecisionIndex:
         grant = self._grants.pop(assignment_id, None)
         if grant is not None:
             pid, role_id = grant[0], grant[1]
-            self._role_grants[role_id].pop(assignment_id, None)
+            self._role_grants[role_id].discard(assignment_id)
             self._by_principal[pid].discard(assignment_id)
             self._unhold(assignment_id, pid, self._role_perms.get(role_id, ()))
         self.end_edge(assignment_id, principal_id)
@@ -294,17 +355,23 @@ class DecisionIndex:
                 None,
                 self.revision,
             )
+        reached = self._reached.get(principal_id)
+        if reached is None:  # a group asked about directly: rare, worked out on the spot
+            reached = self._holders_along(paths)
+        patterns = candidate_patterns(permission)
         scopes = ancestors(scope)
-        for pattern in candidate_patterns(permission):
-            holders = self._holders.get(pattern)
-            if not holders:
-                continue
-            for pid in paths.keys() & holders.keys():
-                for g_scope, g_start, g_end, aid, role_id in holders[pid]:
+        held = self._held
+        for pid in reached:
+            by_pattern = held[pid]
+            for pattern in patterns:
+                grants = by_pattern.get(pattern)
+                if grants is None:
+                    continue
+                for g_scope, g_start, g_end, aid, role_id in grants:
                     if g_start <= t < g_end and g_scope in scopes:
                         for path in paths[pid]:
                             if path[0] <= t < path[1]:
-                                grant = self._grant(
+                                grant = Grant(
                                     aid, role_id, g_scope, pattern, pid, path, g_start, g_end
                                 )
                                 return Decision(
@@ -390,16 +457,7 @@ class DecisionIndex:
         g_start: float,
         g_end: float,
     ) -> Grant:
-        return Grant(
-            aid,
-            role_id,
-            scope,
-            pattern,
-            holder,
-            _chain(path),
-            from_ts(max(g_start, path[0])),
-            from_ts(min(g_end, path[1])),
-        )
+        return Grant(aid, role_id, scope, pattern, holder, path, g_start, g_end)
 
     def _closure_paths(self, principal_id: str) -> dict[str, tuple[Path, ...]] | None:
         if principal_id in self._groups:
@@ -435,23 +493,39 @@ class DecisionIndex:
 
     def _hold(self, aid: str, pid: str, role_id: str, scope: str, start: float, end: float) -> None:
         entry: _RoleGrant = (scope, start, end, aid, role_id)
+        held = self._held.get(pid)
+        if held is None:
+            held = self._held[pid] = {}
+            self._dirty_holders.add(pid)
         for pattern in self._role_perms.get(role_id, ()):
-            self._holders.setdefault(pattern, {}).setdefault(pid, []).append(entry)
+            grants = held.get(pattern)
+            if grants is None:
+                held[pattern] = [entry]
+            else:
+                grants.append(entry)
 
     def _unhold(self, aid: str, pid: str, patterns: Iterable[str]) -> None:
+        held = self._held.get(pid)
+        if held is None:
+            return
         for pattern in patterns:
-            by_pid = self._holders.get(pattern)
-            if by_pid is None or pid not in by_pid:
+            grants = held.get(pattern)
+            if grants is None:
                 continue
-            kept = [g for g in by_pid[pid] if g[3] != aid]
+            kept = [g for g in grants if g[3] != aid]
             if kept:
-                by_pid[pid] = kept
+                held[pattern] = kept
             else:
-                del by_pid[pid]
+                del held[pattern]
+        if not held:
+            del self._held[pid]
+            self._dirty_holders.add(pid)
 
     def _settle(self) -> None:
         """Recompute the derived closures that changes made stale (unless in a bulk block)."""
-        if self._building or not (self._dirty_groups or self._dirty_principals):
+        if self._building or not (
+            self._dirty_groups or self._dirty_principals or self._dirty_holders
+        ):
             return
         groups = set(self._descendant_groups(self._dirty_groups))
         for group_id in groups:
@@ -463,8 +537,28 @@ class DecisionIndex:
             principals.update(m for m in self._down.get(group_id, ()) if m not in self._groups)
         for pid in principals:
             self._paths[pid] = self._principal_paths(pid)
+        principals.update(h for h in self._dirty_holders if h not in self._groups)
+        principals.update(
+            self._principals_below(h for h in self._dirty_holders if h in self._groups)
+        )
+        for pid in principals:
+            self._reached[pid] = self._holders_along(self._paths.get(pid, {}))
         self._dirty_groups.clear()
         self._dirty_principals.clear()
+        self._dirty_holders.clear()
+
+    def _principals_below(self, groups: Iterable[str]) -> set[str]:
+        """Users and service accounts inside any of ``groups``, at any depth, at any time."""
+        return {
+            m
+            for g in self._descendant_groups(groups)
+            for m in self._down.get(g, ())
+            if m not in self._groups
+        }
+
+    def _holders_along(self, paths: dict[str, tuple[Path, ...]]) -> tuple[str, ...]:
+        held = self._held
+        return tuple(p for p in paths if p in held)
 
     def _descendant_groups(self, roots: Iterable[str]) -> Iterator[str]:
         seen: set[str] = set()
@@ -509,16 +603,27 @@ class DecisionIndex:
 
 
 class _Bulk:
+    """Feeding in bulk: derived state is settled once at the end, and the cyclic garbage
+    collector is paused meanwhile (the index's millions of tuples hold no cycles, and
+    collection passes over them would take about half of a large build)."""
+
     def __init__(self, index: DecisionIndex) -> None:
         self.index = index
+        self._collecting = False
 
     def __enter__(self) -> DecisionIndex:
+        self._collecting = gc.isenabled()
+        gc.disable()
         self.index._building = True
         return self.index
 
     def __exit__(self, *exc: object) -> None:
-        self.index._building = False
-        self.index._settle()
+        try:
+            self.index._building = False
+            self.index._settle()
+        finally:
+            if self._collecting:
+                gc.enable()
 
 
 def _self_path(pid: str) -> Path:
