@@ -205,9 +205,10 @@ class DecisionIndex:
         # Eligible assignments (any target): principal → {id: (type, target, scope, s, e)}.
         self._eligible: dict[str, dict[str, tuple[str, str, str, float, float]]] = {}
         # Derived: every group each principal reaches, with the windows of the paths.
-        # Per user or service account, the principals along its paths (itself included) that
-        # hold any grant: a decision looks only at these (a handful, of a dozen groups or so).
-        self._reached: dict[str, tuple[str, ...]] = {}
+        # Per user or service account, all a decision needs in one look-up: whether it is
+        # enabled, the principals along its paths (itself included) that hold any grant (a
+        # decision looks only at these: a handful, of a dozen groups or so), and its paths.
+        self._views: dict[str, tuple[bool, tuple[str, ...], dict[str, tuple[Path, ...]]]] = {}
         self._dirty_holders: set[str] = set()
         self._closure: dict[str, dict[str, tuple[Path, ...]]] = {}
         self._paths: dict[str, dict[str, tuple[Path, ...]]] = {}
@@ -237,7 +238,7 @@ class DecisionIndex:
             self._groups.add(group_id)
             # Edges fed before the group was known filed it as a user: forget those paths.
             self._paths.pop(group_id, None)
-            self._reached.pop(group_id, None)
+            self._views.pop(group_id, None)
             self._dirty_groups.add(group_id)
             self._settle()
 
@@ -330,8 +331,8 @@ class DecisionIndex:
 
     def decide(self, principal_id: str, permission: str, scope: str, at: datetime) -> Decision:
         t = at.timestamp()
-        paths = self._paths.get(principal_id)
-        if paths is None:
+        view = self._views.get(principal_id)
+        if view is None:  # a group asked about directly (rare: worked out on the spot)
             paths = self._closure_paths(principal_id)
             if paths is None:
                 return Decision(
@@ -344,7 +345,10 @@ class DecisionIndex:
                     None,
                     self.revision,
                 )
-        if not self._enabled.get(principal_id, True):
+            enabled, reached = True, self._holders_along(paths)
+        else:
+            enabled, reached, paths = view
+        if not enabled:
             return Decision(
                 False,
                 principal_id,
@@ -355,9 +359,6 @@ class DecisionIndex:
                 None,
                 self.revision,
             )
-        reached = self._reached.get(principal_id)
-        if reached is None:  # a group asked about directly: rare, worked out on the spot
-            reached = self._holders_along(paths)
         patterns = candidate_patterns(permission)
         scopes = ancestors(scope)
         held = self._held
@@ -542,7 +543,8 @@ class DecisionIndex:
             self._principals_below(h for h in self._dirty_holders if h in self._groups)
         )
         for pid in principals:
-            self._reached[pid] = self._holders_along(self._paths.get(pid, {}))
+            paths = self._paths.get(pid, {})
+            self._views[pid] = (self._enabled.get(pid, True), self._holders_along(paths), paths)
         self._dirty_groups.clear()
         self._dirty_principals.clear()
         self._dirty_holders.clear()
