@@ -165,4 +165,3 @@ def test_a_user_administrator_cannot_disable_an_administrator(rt: Pimlico) -> No
     with pytest.raises(PermissionDenied):
         directory.set_user_enabled(rt, actor=as_ua, user_id=admin.id, enabled=False)
     directory.set_user_enabled(rt, actor=as_ua, user_id=user(rt, "plain").id, enabled=False)
-
