@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from itertools import pairwise
+from collections.abc import Callable
+from contextlib import nullcontext
+from itertools import pairwise, permutations
 
 from pimlico.domain.decisions import DecisionIndex
 from pimlico.domain.index_feed import build_index
@@ -298,3 +300,83 @@ def test_ending_one_of_two_links_between_the_same_groups_keeps_the_other_working
     # B is nested later: A (still a static member of B) must follow.
     index.put_membership("m3", group_id="C", member_id="B", relation="member", start=t, end=INF)
     assert index.decide("u", "x.y", "/", T0).allowed
+
+
+def test_nesting_that_reversed_over_time_still_reaches_the_current_parent() -> None:
+    # g1 was in g2 (ended); now g2 is in g1. Every feeding order must give the same answer.
+    t = T0.timestamp()
+    hour = 3600.0
+    feeds: list[Callable[[DecisionIndex], None]] = [
+        lambda i: i.put_membership(
+            "m1", group_id="g2", member_id="g1", relation="member", start=t, end=t + hour
+        ),
+        lambda i: i.put_membership(
+            "m2", group_id="g1", member_id="g2", relation="member", start=t + 2 * hour, end=INF
+        ),
+        lambda i: i.put_membership(
+            "m3", group_id="g2", member_id="u", relation="member", start=t, end=INF
+        ),
+        lambda i: i.put_assignment(
+            "a",
+            kind="active",
+            principal_id="g1",
+            target_type="role",
+            target_id="r",
+            scope="/",
+            start=t,
+            end=INF,
+        ),
+    ]
+    for order in permutations(feeds):
+        for bulk in (False, True):
+            index = DecisionIndex(max_depth=4)
+            index.put_principal("u", enabled=True)
+            index.put_group("g1")
+            index.put_group("g2")
+            index.put_role("r", ("x.y",))
+            with index.bulk() if bulk else nullcontext(index):
+                for feed in order:
+                    feed(index)
+            assert index.decide("u", "x.y", "/", T0 + 3 * HOUR).allowed
+            assert not index.decide("u", "x.y", "/", T0 + HOUR).allowed
+            assert index.decide("g2", "x.y", "/", T0 + 3 * HOUR).allowed
+
+
+def test_a_group_named_as_a_member_before_it_is_known_follows_later_grants() -> None:
+    index = DecisionIndex(max_depth=4)
+    with index.bulk():
+        index.put_membership(
+            "m", group_id="H", member_id="G", relation="member", start=-INF, end=INF
+        )
+        index.put_group("G")
+        index.put_group("H")
+    index.put_role("r", ("x.y",))
+    index.put_assignment(
+        "a",
+        kind="active",
+        principal_id="H",
+        target_type="role",
+        target_id="r",
+        scope="/",
+        start=-INF,
+        end=INF,
+    )
+    assert index.decide("G", "x.y", "/", T0).allowed
+
+
+def test_a_holder_never_put_still_decides_through_its_own_grants() -> None:
+    index = DecisionIndex(max_depth=4)
+    index.put_role("r", ("x.y",))
+    index.put_assignment(
+        "a",
+        kind="active",
+        principal_id="lonely",
+        target_type="role",
+        target_id="r",
+        scope="/",
+        start=-INF,
+        end=INF,
+    )
+    assert index.decide("lonely", "x.y", "/", T0).allowed
+    index.drop_assignment("a", "lonely")
+    assert not index.decide("lonely", "x.y", "/", T0).allowed

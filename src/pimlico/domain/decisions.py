@@ -239,6 +239,7 @@ class DecisionIndex:
             # Edges fed before the group was known filed it as a user: forget those paths.
             self._paths.pop(group_id, None)
             self._views.pop(group_id, None)
+            self._dirty_principals.discard(group_id)
             self._dirty_groups.add(group_id)
             self._settle()
 
@@ -363,7 +364,9 @@ class DecisionIndex:
         scopes = ancestors(scope)
         held = self._held
         for pid in reached:
-            by_pattern = held[pid]
+            by_pattern = held.get(pid)
+            if by_pattern is None:  # dropped by a follow still in progress: not held now
+                continue
             for pattern in patterns:
                 grants = by_pattern.get(pattern)
                 if grants is None:
@@ -536,6 +539,7 @@ class DecisionIndex:
         principals = set(self._dirty_principals)
         for group_id in groups:
             principals.update(m for m in self._down.get(group_id, ()) if m not in self._groups)
+        principals -= self._groups
         for pid in principals:
             self._paths[pid] = self._principal_paths(pid)
         principals.update(h for h in self._dirty_holders if h not in self._groups)
@@ -543,7 +547,9 @@ class DecisionIndex:
             self._principals_below(h for h in self._dirty_holders if h in self._groups)
         )
         for pid in principals:
-            paths = self._paths.get(pid, {})
+            paths = self._paths.get(pid)
+            if paths is None:  # a holder never put nor linked: its paths are just itself
+                paths = self._paths[pid] = self._principal_paths(pid)
             self._views[pid] = (self._enabled.get(pid, True), self._holders_along(paths), paths)
         self._dirty_groups.clear()
         self._dirty_principals.clear()
@@ -575,23 +581,41 @@ class DecisionIndex:
 
     def _group_closure(self, group_id: str) -> dict[str, tuple[Path, ...]]:
         """Every group ``group_id`` reaches, with each path's window, paths ≤ ``max_depth``."""
+        return self._closure_of(group_id)[0]
+
+    def _closure_of(self, group_id: str) -> tuple[dict[str, tuple[Path, ...]], frozenset[str]]:
+        """The closure, and the groups on the current walk it had to stop at.
+
+        Links are cycle-free at any one time (the store refuses cycles), but not across time:
+        g1 may have been in g2 last month and g2 be in g1 now. So a walk stops at a group it
+        is already inside, and a closure that had to stop somewhere other than at itself is
+        right only for this walk: it is not cached.
+        """
         cached = self._closure.get(group_id)
         if cached is not None:
-            return cached
+            return cached, frozenset()
         self._in_progress.add(group_id)
+        blocked: set[str] = set()
         found: dict[str, list[Path]] = {}
         for parent, start, end, step in self._up.get(group_id, {}).values():
             if parent in self._in_progress:
-                continue  # a cycle: rejected at write time, ignored here for safety
+                blocked.add(parent)
+                continue
             _add_path(found, parent, (start, end, step, None))
-            for ancestor, paths in self._group_closure(parent).items():
+            above, above_blocked = self._closure_of(parent)
+            blocked |= above_blocked
+            for ancestor, paths in above.items():
+                if ancestor == group_id:
+                    continue  # back to where we started: a cycle across time
                 for p in paths:
                     if _depth(p) < self.max_depth:
                         _add_path(found, ancestor, (max(start, p[0]), min(end, p[1]), step, p))
         self._in_progress.discard(group_id)
+        blocked.discard(group_id)
         closure = {g: tuple(ps) for g, ps in found.items()}
-        self._closure[group_id] = closure
-        return closure
+        if not blocked:
+            self._closure[group_id] = closure
+        return closure, frozenset(blocked)
 
     def _principal_paths(self, pid: str) -> dict[str, tuple[Path, ...]]:
         found: dict[str, list[Path]] = {pid: [_self_path(pid)]}
