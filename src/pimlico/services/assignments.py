@@ -256,13 +256,33 @@ def _service_account_problems(principal: PrincipalRef, end: datetime | None) -> 
     return []
 
 
-def _current(session: Session, assignment_id: str, now: datetime) -> AssignmentRow:
-    row = get_row(session, AssignmentRow, assignment_id, "assignment", lock=True)
-    if row.ended_at is not None or (row.end_at is not None and row.end_at <= now):
+def _current_for_change(
+    rt: Pimlico, w: WriteContext, actor: Actor, assignment_id: str
+) -> tuple[AssignmentRow, Assignment]:
+    """The row of a current assignment, locked, and the actor's right to change it."""
+    row = get_row(w.session, AssignmentRow, assignment_id, "assignment", lock=True)
+    if row.ended_at is not None or (row.end_at is not None and row.end_at <= w.at):
         raise RoleAssignmentDoesNotExist(
             f"assignment {assignment_id} has ended; there is nothing to change"
         )
-    return row
+    before = mappers.assignment(row)
+    authorize(rt, actor, _write_permission(w.session, before.target), before.target.scope)
+    return row, before
+
+
+def _record_change(
+    w: WriteContext, verb: str, before: Assignment, row: AssignmentRow, *, reason: str | None
+) -> Assignment:
+    after = mappers.assignment(row)
+    w.record(
+        action=f"assignment.{before.kind.value}.{verb}",
+        target_type="assignment",
+        target_id=before.id,
+        before=mappers.snapshot(before),
+        after=mappers.snapshot(after),
+        reason=reason,
+    )
+    return after
 
 
 def _keeping_a_global_administrator(rt: Pimlico, w: WriteContext) -> AbstractContextManager[None]:
@@ -293,9 +313,7 @@ def update_assignment(
     check_instant(end, "end")
     with rt.writing(actor, request_id=request_id) as w:
         s = w.session
-        row = _current(s, assignment_id, w.at)
-        before = mappers.assignment(row)
-        authorize(rt, actor, _write_permission(s, before.target), before.target.scope)
+        row, before = _current_for_change(rt, w, actor, assignment_id)
         begin = start or before.start
         if start is not None and start != before.start and start < w.at:
             raise PolicyViolation(
@@ -335,15 +353,7 @@ def update_assignment(
             raise RoleAssignmentExists(f"the new window overlaps assignment {clash.id}")
         with _keeping_a_global_administrator(rt, w):
             row.start_at, row.end_at = begin, finish
-        after = mappers.assignment(row)
-        w.record(
-            action=f"assignment.{before.kind.value}.update",
-            target_type="assignment",
-            target_id=assignment_id,
-            before=mappers.snapshot(before),
-            after=mappers.snapshot(after),
-            reason=justification,
-        )
+        after = _record_change(w, "update", before, row, reason=justification)
     return Written(after, w.revision)
 
 
@@ -358,21 +368,10 @@ def remove_assignment(
     """End an assignment now (or cancel one that has not started). Access stops at once."""
     reason = check_text(reason, "reason")
     with rt.writing(actor, request_id=request_id) as w:
-        s = w.session
-        row = _current(s, assignment_id, w.at)
-        before = mappers.assignment(row)
-        authorize(rt, actor, _write_permission(s, before.target), before.target.scope)
+        row, before = _current_for_change(rt, w, actor, assignment_id)
         with _keeping_a_global_administrator(rt, w):
             row.ended_at, row.ended_by, row.end_reason = w.at, actor.name, reason
-        after = mappers.assignment(row)
-        w.record(
-            action=f"assignment.{before.kind.value}.remove",
-            target_type="assignment",
-            target_id=assignment_id,
-            before=mappers.snapshot(before),
-            after=mappers.snapshot(after),
-            reason=reason,
-        )
+        after = _record_change(w, "remove", before, row, reason=reason)
     return Written(after, w.revision)
 
 
@@ -395,9 +394,7 @@ def extend_assignment(
     check_instant(end, "end")
     with rt.writing(actor, request_id=request_id) as w:
         s = w.session
-        row = _current(s, assignment_id, w.at)
-        before = mappers.assignment(row)
-        authorize(rt, actor, _write_permission(s, before.target), before.target.scope)
+        row, before = _current_for_change(rt, w, actor, assignment_id)
         if before.end is None:
             raise InvalidInput(
                 "nothing to extend",
@@ -428,15 +425,7 @@ def extend_assignment(
         if problems:
             raise PolicyViolation(problems)
         row.end_at = finish
-        after = mappers.assignment(row)
-        w.record(
-            action=f"assignment.{before.kind.value}.extend",
-            target_type="assignment",
-            target_id=assignment_id,
-            before=mappers.snapshot(before),
-            after=mappers.snapshot(after),
-            reason=justification,
-        )
+        after = _record_change(w, "extend", before, row, reason=justification)
     return Written(after, w.revision)
 
 
