@@ -20,12 +20,21 @@ standard library, so the domain may raise these errors.
     │   ├── DepthExceeded       409  NestingTooDeep       nesting deeper than the cap
     │   └── LastGlobalAdministrator 409 LastGlobalAdministrator
     ├── PermissionDenied    403  PermissionDenied     the caller may not do this
-    └── AuditChainBroken    500  AuditChainBroken     the audit log was tampered with
+    ├── AuditChainBroken    500  AuditChainBroken     the audit log was tampered with
+    ├── MfaError            400  MfaError             multi-factor authentication refused
+    │   ├── MfaNotEnrolled      400  MfaNotEnrolled       no (confirmed) factor to use
+    │   ├── MfaAlreadyEnrolled  409  MfaAlreadyEnrolled   a confirmed factor must be removed first
+    │   ├── MfaCodeInvalid      400  MfaCodeInvalid       wrong, expired or malformed code
+    │   ├── MfaCodeReused       400  MfaCodeReused        the code (time step) was already used
+    │   ├── MfaStepUpRequired   403  MfaStepUpRequired    a fresh verification is needed first
+    │   └── MfaLocked           429  MfaLocked            too many failures: wait for the window
+    └── SecretKeyNotConfigured 500 SecretKeyNotConfigured no key to encrypt secrets at rest
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +156,50 @@ class AuditChainBroken(PimlicoError):
     def __init__(self, broken: BrokenLink) -> None:
         super().__init__(f"audit chain broken at event {broken.sequence}: {broken.reason}")
         self.broken = broken
+
+
+class MfaError(PimlicoError):
+    """Multi-factor authentication refused. Messages never carry a code or a secret."""
+
+    code = "MfaError"
+    status = 400
+
+
+class MfaNotEnrolled(MfaError):
+    code = "MfaNotEnrolled"
+
+
+class MfaAlreadyEnrolled(MfaError):
+    code = "MfaAlreadyEnrolled"
+    status = 409
+
+
+class MfaCodeInvalid(MfaError):
+    code = "MfaCodeInvalid"
+
+
+class MfaCodeReused(MfaError):
+    code = "MfaCodeReused"
+
+
+class MfaStepUpRequired(MfaError):
+    code = "MfaStepUpRequired"
+    status = 403
+
+
+class MfaLocked(MfaError):
+    """Too many failed codes in the attempt window; ``until`` is when it unlocks."""
+
+    code = "MfaLocked"
+    status = 429
+
+    def __init__(self, message: str, until: datetime) -> None:
+        super().__init__(message)
+        self.until = until
+
+
+class SecretKeyNotConfigured(PimlicoError):
+    """The deployment has no key to encrypt secrets at rest (``PIMLICO_SECRET_KEY``)."""
+
+    code = "SecretKeyNotConfigured"
+    status = 500

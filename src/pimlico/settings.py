@@ -1,20 +1,43 @@
 """Pimlico's settings, read once from ``PIMLICO_*`` environment variables and passed in.
 
 Nothing deeper in the code reads the environment: entry points build a ``Settings`` and hand
-it down.
+it down. The one exception to "no side effects" is ``Settings.encryption_key``: on the embedded
+development store only, it may create a key file (see its docstring).
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import base64
+import binascii
+import logging
+import os
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATABASE_URL = "sqlite:///./pimlico.db"
+DEFAULT_KEY_FILE = Path("pimlico.key")
+"""Where the embedded development store keeps its generated key: next to ``./pimlico.db``."""
+
+_PLACEHOLDERS = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "password", "key", "todo", "xxx", "example"}
+)
+
+
+class SecretKeyMissing(Exception):
+    """No secret key is configured for a store that needs one. (A deployment problem, not a
+    caller's: so not a ``PimlicoError``; services turn it into one.)"""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PIMLICO_", secrets_dir=None, extra="ignore")
 
     database_url: str = Field(
-        default="sqlite:///./pimlico.db",
+        default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
     )
     max_nesting_depth: int = Field(
@@ -32,3 +55,122 @@ class Settings(BaseSettings):
             "authorization of Pimlico's own operations never lags."
         ),
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "The Fernet key that encrypts secrets at rest (TOTP secrets): 32 random bytes, "
+            "URL-safe base64 (`python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'`)."
+        ),
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="A file holding the secret key instead (a Docker or Kubernetes secret).",
+    )
+    mfa_freshness: int = Field(
+        default=600,
+        ge=1,
+        le=86400,
+        description="Seconds an MFA verification counts as fresh for step-up.",
+    )
+    mfa_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Failed MFA codes allowed per window; then verification is locked.",
+    )
+    mfa_attempt_window: int = Field(
+        default=900,
+        ge=1,
+        le=86400,
+        description="Seconds of the MFA attempt window (and of the lockout it starts).",
+    )
+
+    _key: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _sound_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_secret_key(value.get_secret_value())
+        return value
+
+    @field_validator("secret_key_file")
+    @classmethod
+    def _sound_key_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            _read_key_file(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_key(self) -> Self:
+        if self.secret_key is not None and self.secret_key_file is not None:
+            raise ValueError("give PIMLICO_SECRET_KEY or PIMLICO_SECRET_KEY_FILE, not both")
+        return self
+
+    def encryption_key(self) -> bytes:
+        """The key that encrypts secrets at rest (a Fernet key, as its base64 text in bytes).
+
+        Configured keys (``PIMLICO_SECRET_KEY`` or ``PIMLICO_SECRET_KEY_FILE``) were checked
+        when the settings were built. Without one, nothing is derived (not from the database
+        URL, not from the host): a key derived from something guessable protects nothing.
+        Only the embedded development store (the default ``sqlite:///./pimlico.db``) gets a
+        key of its own, generated once into ``./pimlico.key`` (mode 0600) next to the
+        database and logged as such, so ``pimlico`` works out of the box on a laptop; the
+        key file must travel with the database, as a real deployment's key must. Any other
+        store without a key raises ``SecretKeyMissing``.
+        """
+        if self._key is not None:
+            return self._key
+        if self.secret_key is not None:
+            self._key = check_secret_key(self.secret_key.get_secret_value())
+        elif self.secret_key_file is not None:
+            self._key = _read_key_file(self.secret_key_file)
+        else:
+            if self.database_url != DEFAULT_DATABASE_URL:
+                raise SecretKeyMissing(
+                    "no secret key: set PIMLICO_SECRET_KEY or PIMLICO_SECRET_KEY_FILE"
+                )
+            self._key = _embedded_key(DEFAULT_KEY_FILE)
+        return self._key
+
+
+def check_secret_key(text: str) -> bytes:
+    """The key in ``text`` if it is 32 random-looking bytes in URL-safe base64; refuse
+    placeholders (``changeme``, ``AAAA…``) and anything else."""
+    text = text.strip()
+    if text.lower() in _PLACEHOLDERS:
+        raise ValueError("the secret key is a placeholder: generate a real one")
+    try:
+        raw = base64.urlsafe_b64decode(text.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError("the secret key must be 32 bytes in URL-safe base64 (a Fernet key)")
+    if len(set(raw)) < 8:
+        raise ValueError("the secret key is a placeholder (too few distinct bytes)")
+    return text.encode("ascii")
+
+
+def _read_key_file(path: Path) -> bytes:
+    try:
+        return check_secret_key(path.read_text())
+    except OSError as error:
+        raise ValueError(f"cannot read the secret key file {path}: {error.strerror}") from None
+
+
+def _embedded_key(path: Path) -> bytes:
+    """Read the development key at ``path``, creating it (0600, never overwritten) if absent."""
+    try:
+        return check_secret_key(path.read_text())
+    except FileNotFoundError:
+        pass
+    key = base64.urlsafe_b64encode(os.urandom(32))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return check_secret_key(path.read_text())
+    with os.fdopen(fd, "w") as out:
+        out.write(key.decode("ascii") + "\n")
+    log.warning("generated a new secret key for the embedded store in %s", path.resolve())
+    return key

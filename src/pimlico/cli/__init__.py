@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from pimlico.cli import assignments, audit, db, decisions, demo, directory, roles
+from pimlico.cli import assignments, audit, db, decisions, demo, directory, mfa, roles
 from pimlico.cli._common import handles_errors
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app.add_typer(roles.settings_app, name="settings")
 app.add_typer(assignments.app, name="assignment")
 app.add_typer(audit.app, name="audit")
 app.add_typer(demo.app, name="demo")
+app.add_typer(mfa.app, name="mfa")
 app.command("check")(handles_errors(decisions.check))
 app.command("explain")(handles_errors(decisions.explain))
 app.command("access")(handles_errors(decisions.access))

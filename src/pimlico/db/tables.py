@@ -237,3 +237,58 @@ class PimStateRow(Base):
     revision: Mapped[int] = mapped_column(BigInteger)
     audit_sequence: Mapped[int] = mapped_column(BigInteger)
     audit_hash: Mapped[str] = mapped_column(String(64))
+
+
+class MfaFactorRow(Base):
+    """A user's TOTP factor. At most one per user is live (``removed_at`` is null); the service
+    keeps it so under the user's row lock. Removed factors stay, their secret wiped.
+
+    ``secret`` is the Fernet token of the TOTP secret, never the secret itself.
+    ``last_used_step`` is the TOTP time step last accepted: a code of that step or an earlier
+    one is refused (replay). ``failed_attempts`` counts failures since ``failures_since``, the
+    start of the attempt window (see ``pimlico.domain.mfa.Attempts``).
+    """
+
+    __tablename__ = "mfa_factors"
+    __table_args__ = (Index("ix_mfa_factors_user_live", "user_id", "removed_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id"))
+    method: Mapped[str] = mapped_column(String(16))
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(256))
+    confirmed_at: Mapped[datetime | None]
+    last_used_step: Mapped[int | None] = mapped_column(BigInteger)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failures_since: Mapped[datetime | None]
+    removed_at: Mapped[datetime | None]
+    removed_by: Mapped[str | None] = mapped_column(String(256))
+    remove_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class MfaRecoveryCodeRow(Base):
+    """One one-time recovery code of a factor: its argon2 hash, and when it was used."""
+
+    __tablename__ = "mfa_recovery_codes"
+    __table_args__ = (Index("ix_mfa_recovery_codes_factor", "factor_id", "used_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id"))
+    factor_id: Mapped[str] = mapped_column(ID, ForeignKey("mfa_factors.id"))
+    code_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class MfaVerificationRow(Base):
+    """A successful MFA verification: what step-up freshness is decided from."""
+
+    __tablename__ = "mfa_verifications"
+    __table_args__ = (Index("ix_mfa_verifications_user", "user_id", "verified_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id"))
+    factor_id: Mapped[str] = mapped_column(ID, ForeignKey("mfa_factors.id"))
+    method: Mapped[str] = mapped_column(String(16))
+    verified_at: Mapped[datetime]
