@@ -14,6 +14,7 @@ from __future__ import annotations
 import typer
 
 from pimlico.cli import assignments, audit, db, decisions, demo, directory, mfa, roles
+from pimlico.cli import requests as request_commands
 from pimlico.cli._common import handles_errors
 
 app = typer.Typer(
@@ -37,6 +38,12 @@ app.add_typer(mfa.app, name="mfa")
 app.command("check")(handles_errors(decisions.check))
 app.command("explain")(handles_errors(decisions.explain))
 app.command("access")(handles_errors(decisions.access))
+app.command("activate")(handles_errors(request_commands.activate))
+app.command("deactivate")(handles_errors(request_commands.deactivate))
+app.command("requests")(handles_errors(request_commands.list_requests))
+app.command("approve")(handles_errors(request_commands.approve))
+app.command("deny")(handles_errors(request_commands.deny))
+app.command("cancel")(handles_errors(request_commands.cancel))
 
 
 def main() -> None:

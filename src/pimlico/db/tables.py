@@ -292,3 +292,60 @@ class MfaVerificationRow(Base):
     factor_id: Mapped[str] = mapped_column(ID, ForeignKey("mfa_factors.id"))
     method: Mapped[str] = mapped_column(String(16))
     verified_at: Mapped[datetime]
+
+
+class RequestRow(Base):
+    """A self-service (later also administrators') request and its kept status history.
+
+    ``start_at``/``end_at`` hold the window the request was validated for. ``history`` is the
+    list of status changes (JSON); ``stages`` the approval stages as they were when the request
+    was made (so a later change of the role settings does not move the goalposts).
+    ``assignment_id`` names the assignment the request created (activate) or acts on
+    (deactivate). ``idempotency_key`` is unique per requester.
+    """
+
+    __tablename__ = "requests"
+    __table_args__ = (
+        UniqueConstraint("requested_by", "idempotency_key"),
+        Index("ix_requests_status", "status"),
+        Index("ix_requests_principal", "principal_type", "principal_id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    principal_type: Mapped[str] = mapped_column(String(32))
+    principal_id: Mapped[str] = mapped_column(ID)
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str] = mapped_column(ID)
+    scope: Mapped[str] = mapped_column(String(1024))
+    expiration: Mapped[str] = mapped_column(String(32))
+    start_at: Mapped[datetime | None]
+    end_at: Mapped[datetime | None]
+    justification: Mapped[str | None] = mapped_column(Text)
+    ticket_system: Mapped[str | None] = mapped_column(String(256))
+    ticket_number: Mapped[str | None] = mapped_column(String(256))
+    requested_by: Mapped[str] = mapped_column(ID)
+    requested_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(32))
+    history: Mapped[list[Any]] = mapped_column(JSON)
+    mfa_verified_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    assignment_id: Mapped[str | None] = mapped_column(ID)
+    stages: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class ApprovalDecisionRow(Base):
+    """One approver's decision on one stage of a request. Append-only; one per approver and
+    stage (the unique constraint backs the service's lock and re-check)."""
+
+    __tablename__ = "approval_decisions"
+    __table_args__ = (UniqueConstraint("request_id", "stage", "approver_id"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ID, ForeignKey("requests.id"))
+    stage: Mapped[int] = mapped_column(Integer)
+    approver_id: Mapped[str] = mapped_column(ID)
+    approved: Mapped[bool] = mapped_column(Boolean)
+    justification: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime]

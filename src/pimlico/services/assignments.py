@@ -208,8 +208,41 @@ def _create(
     problems += _service_account_problems(principal, finish)
     if problems:
         raise PolicyViolation(problems)
+    return insert_assignment(
+        rt,
+        w,
+        Assignment(
+            id=new_id(),
+            kind=kind,
+            principal=principal,
+            target=target,
+            start=begin,
+            end=finish,
+            created_at=w.at,
+            created_by=actor.name,
+            justification=justification,
+            activated_from=activated_from,
+            request_id=w.request_id,
+        ),
+    )
+
+
+def insert_assignment(rt: Pimlico, w: WriteContext, assignment: Assignment) -> Assignment:
+    """Store ``assignment`` in the write ``w`` and audit it, refusing an overlapping one.
+
+    Checks neither the caller's permission nor the target's rules: the caller has (the
+    administrators' ``_create``, or the request workflow after ``request_rules.plan``).
+    """
+    s = w.session
+    kind, principal, target = assignment.kind, assignment.principal, assignment.target
     clash = _overlapping(
-        s, kind=kind, principal=principal, target=target, start=begin, end=finish, now=w.at
+        s,
+        kind=kind,
+        principal=principal,
+        target=target,
+        start=assignment.start,
+        end=assignment.end,
+        now=w.at,
     )
     if clash is not None:
         raise RoleAssignmentExists(
@@ -224,19 +257,6 @@ def _create(
             now=w.at,
             max_depth=rt.settings.max_nesting_depth,
         )
-    assignment = Assignment(
-        id=new_id(),
-        kind=kind,
-        principal=principal,
-        target=target,
-        start=begin,
-        end=finish,
-        created_at=w.at,
-        created_by=actor.name,
-        justification=justification,
-        activated_from=activated_from,
-        request_id=w.request_id,
-    )
     s.add(mappers.assignment_row(assignment))
     s.flush()
     w.record(
@@ -245,7 +265,7 @@ def _create(
         target_id=assignment.id,
         before=None,
         after=mappers.snapshot(assignment),
-        reason=justification,
+        reason=assignment.justification,
     )
     return assignment
 
@@ -369,10 +389,26 @@ def remove_assignment(
     reason = check_text(reason, "reason")
     with rt.writing(actor, request_id=request_id) as w:
         row, before = _current_for_change(rt, w, actor, assignment_id)
-        with _keeping_a_global_administrator(rt, w):
-            row.ended_at, row.ended_by, row.end_reason = w.at, actor.name, reason
-        after = _record_change(w, "remove", before, row, reason=reason)
+        after = end_assignment(rt, w, row, before, by=actor.name, reason=reason)
     return Written(after, w.revision)
+
+
+def end_assignment(
+    rt: Pimlico,
+    w: WriteContext,
+    row: AssignmentRow,
+    before: Assignment,
+    *,
+    by: str,
+    reason: str | None,
+) -> Assignment:
+    """End the locked assignment ``row`` now, in the write ``w``, and audit it ("remove").
+
+    Checks no permission (the caller has); keeps a Global Administrator.
+    """
+    with _keeping_a_global_administrator(rt, w):
+        row.ended_at, row.ended_by, row.end_reason = w.at, by, reason
+    return _record_change(w, "remove", before, row, reason=reason)
 
 
 def extend_assignment(
