@@ -28,8 +28,11 @@ Walk the Search and Purge story with the CLI (prefix each with `uv run`):
   pimlico assignment list --principal alex                # remove it with: assignment remove ID
   pimlico audit list --limit 5 && pimlico audit verify
 
-Self-service activation (MFA, approval by Bob), `pimlico serve` with the HTTP API and the
-portal arrive with the next issues; `make test` runs the whole suite.\
+Self-service, as Alex: enrol MFA with `pimlico mfa enroll alex` and `mfa confirm`, verify
+with `mfa verify alex CODE`, then `pimlico activate alex "member:Search and Purge PIM"
+--duration PT1H --justification ... --ticket-system ... --ticket-number ...`; Bob decides
+with `pimlico approve REQUEST --as bob`. `pimlico serve` with the HTTP API and the portal
+arrive with the next issues; `make test` runs the whole suite.\
 """
 
 
