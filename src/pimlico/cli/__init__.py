@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from pimlico.cli import assignments, audit, db, decisions, demo, directory, mfa, roles
+from pimlico.cli import assignments, audit, db, decisions, demo, directory, mfa, roles, worker
 from pimlico.cli import requests as request_commands
 from pimlico.cli._common import handles_errors
 
@@ -44,6 +44,7 @@ app.command("requests")(handles_errors(request_commands.list_requests))
 app.command("approve")(handles_errors(request_commands.approve))
 app.command("deny")(handles_errors(request_commands.deny))
 app.command("cancel")(handles_errors(request_commands.cancel))
+app.command("worker")(handles_errors(worker.worker))
 
 
 def main() -> None:

@@ -349,3 +349,33 @@ class ApprovalDecisionRow(Base):
     approved: Mapped[bool] = mapped_column(Boolean)
     justification: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime]
+
+
+class JobRow(Base):
+    """One outbox job: a follow-up written in the same transaction as the change it follows.
+
+    ``status``: ``pending`` (waits for ``due_at``), ``running`` (claimed by ``claimed_by``
+    until ``claimed_until``; a lease that runs out makes it claimable again), ``done`` or
+    ``failed`` (``finished_at``; after the last attempt, ``last_error`` kept). ``dedupe_key``
+    (unique when set) keeps the same follow-up from being enqueued twice. Jobs are kept as
+    the record of what ran.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key"),
+        Index("ix_jobs_status", "status", "due_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    due_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    dedupe_key: Mapped[str | None] = mapped_column(String(256))

@@ -10,7 +10,9 @@ decisions before deciding: concurrent approvers get exactly one outcome.
 Supported so far: ``self_activate`` and ``self_deactivate``. Extend, renew and the
 administrators' actions raise ``InvalidInput`` ("not yet supported"). There is no worker yet:
 an activation granted for a later start gets its assignment (with that start) at once and
-stays ``granted``; nothing expires a pending request except a decision arriving too late.
+stays ``granted``. A pending request's time-based steps (escalation, timeout → ``expired``)
+are outbox jobs (``request.advance``, enqueued when it is stored pending and when a stage
+completes) that the worker runs through ``advance``.
 
 Choices: the approved window is the one validated at submission, starting no earlier than
 the approval — access never outlasts what was asked and checked; an approval after the
@@ -57,6 +59,7 @@ from pimlico.domain.model import (
 from pimlico.domain.policy import ApprovalStage
 from pimlico.domain.request_rules import plan
 from pimlico.domain.requests import (
+    ApprovalEscalated,
     Request,
     RequestAction,
     RequestApproved,
@@ -67,6 +70,7 @@ from pimlico.domain.requests import (
     Ticket,
 )
 from pimlico.errors import FieldError, InvalidInput, PermissionDenied
+from pimlico.jobs.outbox import enqueue
 from pimlico.services.assignments import end_assignment, insert_assignment
 from pimlico.services.decisions import authorize
 from pimlico.services.lookups import check_text, get_row
@@ -191,7 +195,18 @@ def submit(
                 after=_snapshot(row),
                 reason=justification,
             )
-            if not judged.needs_approval:
+            if judged.needs_approval:
+                _schedule(
+                    w,
+                    row.id,
+                    Approval.start(
+                        request_id=row.id,
+                        requester_id=user_id,
+                        stages=judged.stages,
+                        now=row.requested_at,
+                    ),
+                )
+            else:
                 _carry_out(rt, w, row, request, eligible)
             view = _view(s, row)
     except _Replay as replay:
@@ -297,17 +312,7 @@ def _decide(
         for event in approval.advance(w.at):
             if isinstance(event, RequestExpired):
                 late = event
-                request.apply(event)
-                before = _snapshot(row)
-                write_status(row, request)
-                w.record(
-                    action="request.expired",
-                    target_type="request",
-                    target_id=row.id,
-                    before=before,
-                    after=_snapshot(row),
-                    reason="nobody decided in time",
-                )
+                _expire(w, row, request, event)
         if late is None:
             members_of, may_approve = _approver_view(rt, approver, request.target, w.at)
             events = approval.decide(
@@ -323,6 +328,7 @@ def _decide(
                 reason=justification,
             )
             _follow(rt, w, row, request, events)
+            _schedule(w, row.id, approval)
             view = _view(s, row)
     if late is not None:
         raise AlreadyDecided(f"request {request_id} expired at {late.at.isoformat()}")
@@ -347,6 +353,64 @@ def _follow(
         if isinstance(event, RequestApproved):
             eligible = _eligible(rt, w.session, request.principal, request.target, w.at)
             _carry_out(rt, w, row, request, eligible)
+
+
+def advance(w: WriteContext, *, request_id: str) -> None:
+    """Whatever time alone makes happen to a request by ``w.at``, in the caller's write: a
+    stage that timed out expires it, a stage waiting past ``escalation_after`` is escalated;
+    then its next ``request.advance`` is enqueued. The worker's ``request.advance`` job.
+
+    Idempotent: a request no longer pending is left alone, and a follow-up already enqueued is
+    not enqueued again.
+    """
+    row = get_row(w.session, RequestRow, request_id, "request", lock=True)
+    request = request_of(row)
+    if request.status is not RequestStatus.PENDING_APPROVAL:
+        return
+    approval = _approval(w.session, row, request)
+    for event in approval.advance(w.at):
+        if isinstance(event, RequestExpired):
+            _expire(w, row, request, event)
+        elif isinstance(event, ApprovalEscalated):
+            w.record(
+                action="request.escalated",
+                target_type="request",
+                target_id=row.id,
+                before=None,
+                after={
+                    "stage": event.stage,
+                    "approvers": [{"type": a.type.value, "id": a.id} for a in event.approvers],
+                },
+            )
+    _schedule(w, row.id, approval)
+
+
+def _schedule(w: WriteContext, request_id: str, approval: Approval) -> None:
+    """Enqueue the ``request.advance`` for the approval's next time-based step, if any."""
+    due = approval.due_at()
+    if due is None:
+        return
+    enqueue(
+        w,
+        kind="request.advance",
+        payload={"request_id": request_id},
+        due_at=due,
+        dedupe_key=f"request.advance:{request_id}:{approval.current}:{due.isoformat()}",
+    )
+
+
+def _expire(w: WriteContext, row: RequestRow, request: Request, event: RequestExpired) -> None:
+    before = _snapshot(row)
+    request.apply(event)
+    write_status(row, request)
+    w.record(
+        action="request.expired",
+        target_type="request",
+        target_id=row.id,
+        before=before,
+        after=_snapshot(row),
+        reason="nobody decided in time",
+    )
 
 
 def cancel(

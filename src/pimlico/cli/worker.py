@@ -1,0 +1,50 @@
+"""``pimlico worker``: run the outbox's due jobs, until Ctrl-C or (``--once``) until none is due.
+
+A thin entry point: it builds the runtime and a ``Worker`` with ``jobs.handlers.HANDLERS``.
+The hidden ``--handlers module:attr`` (a mapping of kind → handler, added to the built-in
+ones) and ``--lease-seconds`` exist for tests (the crash test runs its own job kind in a
+subprocess); they are not part of the supported interface.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Annotated, cast
+
+import typer
+
+from pimlico.cli._common import runtime, say
+from pimlico.jobs.handlers import HANDLERS
+from pimlico.jobs.worker import Handler, Worker
+
+
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run what is due now, then exit.")] = False,
+    handlers: Annotated[
+        str | None, typer.Option("--handlers", hidden=True, help="Tests only: module:attr.")
+    ] = None,
+    lease_seconds: Annotated[
+        float, typer.Option("--lease-seconds", hidden=True, help="Tests only: claim lease.")
+    ] = 60.0,
+) -> None:
+    """Run the worker: due jobs (approval timeouts and escalations, …) as they fall due."""
+    kinds = dict(HANDLERS)
+    if handlers is not None:
+        module, _, attr = handlers.partition(":")
+        kinds.update(cast(Mapping[str, Handler], getattr(importlib.import_module(module), attr)))
+    with runtime() as rt:
+        name = f"{socket.gethostname()}:{os.getpid()}"
+        running = Worker(rt, kinds, name=name, lease=timedelta(seconds=lease_seconds))
+        if once:
+            say(f"ran {running.run_once(rt.clock.now())} job(s)")
+            return
+        say(f"worker {name} running; Ctrl-C stops it")
+        try:
+            running.run_forever(threading.Event())
+        except KeyboardInterrupt:
+            say("worker stopped")
