@@ -47,7 +47,7 @@ from pimlico.services.guards import keeping_a_global_administrator
 from pimlico.services.lookups import check_instant, check_text, get_row, principal_row
 from pimlico.services.nesting import check_nesting, check_role_assignable_nesting
 from pimlico.services.role_settings import load_policy
-from pimlico.services.runtime import Actor, Pimlico, Written
+from pimlico.services.runtime import Actor, Pimlico, Written, record_change
 
 
 def _write_permission(session: Session, target: Target) -> str:
@@ -259,14 +259,7 @@ def insert_assignment(rt: Pimlico, w: WriteContext, assignment: Assignment) -> A
         )
     s.add(mappers.assignment_row(assignment))
     s.flush()
-    w.record(
-        action=f"assignment.{kind.value}.assign",
-        target_type="assignment",
-        target_id=assignment.id,
-        before=None,
-        after=mappers.snapshot(assignment),
-        reason=assignment.justification,
-    )
+    record_change(w, f"assignment.{kind.value}.assign", assignment, reason=assignment.justification)
     return assignment
 
 
@@ -294,14 +287,7 @@ def _record_change(
     w: WriteContext, verb: str, before: Assignment, row: AssignmentRow, *, reason: str | None
 ) -> Assignment:
     after = mappers.assignment(row)
-    w.record(
-        action=f"assignment.{before.kind.value}.{verb}",
-        target_type="assignment",
-        target_id=before.id,
-        before=mappers.snapshot(before),
-        after=mappers.snapshot(after),
-        reason=reason,
-    )
+    record_change(w, f"assignment.{before.kind.value}.{verb}", after, before=before, reason=reason)
     return after
 
 

@@ -26,7 +26,7 @@ from pimlico.services.decisions import authorize
 from pimlico.services.guards import keeping_a_global_administrator
 from pimlico.services.lookups import check_email, check_name, check_text, get_row, principal_row
 from pimlico.services.nesting import check_nesting, check_role_assignable_nesting
-from pimlico.services.runtime import Actor, Pimlico, Written
+from pimlico.services.runtime import Actor, Pimlico, Written, record_change
 
 # -- users ----------------------------------------------------------------------------------
 
@@ -64,13 +64,7 @@ def create_user(
         s.add(row)
         s.flush()
         user = mappers.user(row)
-        w.record(
-            action="user.create",
-            target_type="user",
-            target_id=row.id,
-            before=None,
-            after=mappers.snapshot(user),
-        )
+        record_change(w, "user.create", user)
     return Written(user, w.revision)
 
 
@@ -87,7 +81,7 @@ def update_user(
     with rt.writing(actor) as w:
         authorize(rt, actor, Perm.USERS_WRITE)
         row = get_row(w.session, UserRow, user_id, "user", lock=True)
-        before = mappers.snapshot(mappers.user(row))
+        before = mappers.user(row)
         if display_name is not None:
             row.display_name = check_name(display_name, "display_name")
         if email is not None:
@@ -102,13 +96,7 @@ def update_user(
             row.manager_id = manager_id
         row.updated_at = w.at
         user = mappers.user(row)
-        w.record(
-            action="user.update",
-            target_type="user",
-            target_id=user_id,
-            before=before,
-            after=mappers.snapshot(user),
-        )
+        record_change(w, "user.update", user, before=before)
     return Written(user, w.revision)
 
 
@@ -123,20 +111,15 @@ def set_user_enabled(
         if _holds_admin_roles(rt, user_id):
             # Disabling an administrator is a privileged act, not a user-management one.
             authorize(rt, actor, Perm.ROLE_ASSIGNMENTS_WRITE)
-        before = mappers.snapshot(mappers.user(row))
+        before = mappers.user(row)
         with keeping_a_global_administrator(
             w.session, now=w.at, max_depth=rt.settings.max_nesting_depth
         ):
             row.enabled = enabled
         row.updated_at = w.at
         user = mappers.user(row)
-        w.record(
-            action="user.enable" if enabled else "user.disable",
-            target_type="user",
-            target_id=user_id,
-            before=before,
-            after=mappers.snapshot(user),
-            reason=reason,
+        record_change(
+            w, "user.enable" if enabled else "user.disable", user, before=before, reason=reason
         )
     return Written(user, w.revision)
 
@@ -184,13 +167,7 @@ def create_service_account(
         s.add(row)
         s.flush()
         account = mappers.service_account(row)
-        w.record(
-            action="service_account.create",
-            target_type="service_account",
-            target_id=row.id,
-            before=None,
-            after=mappers.snapshot(account),
-        )
+        record_change(w, "service_account.create", account)
     return Written(account, w.revision)
 
 
@@ -201,16 +178,15 @@ def set_service_account_enabled(
     with rt.writing(actor) as w:
         authorize(rt, actor, Perm.USERS_WRITE)
         row = get_row(w.session, ServiceAccountRow, account_id, "service account", lock=True)
-        before = mappers.snapshot(mappers.service_account(row))
+        before = mappers.service_account(row)
         row.enabled = enabled
         row.updated_at = w.at
         account = mappers.service_account(row)
-        w.record(
-            action="service_account.enable" if enabled else "service_account.disable",
-            target_type="service_account",
-            target_id=account_id,
+        record_change(
+            w,
+            "service_account.enable" if enabled else "service_account.disable",
+            account,
             before=before,
-            after=mappers.snapshot(account),
             reason=reason,
         )
     return Written(account, w.revision)
@@ -262,13 +238,7 @@ def create_group(
         s.add(row)
         s.flush()
         group = mappers.group(row)
-        w.record(
-            action="group.create",
-            target_type="group",
-            target_id=row.id,
-            before=None,
-            after=mappers.snapshot(group),
-        )
+        record_change(w, "group.create", group)
     return Written(group, w.revision)
 
 
@@ -285,7 +255,7 @@ def update_group(
     with rt.writing(actor) as w:
         row = get_row(w.session, GroupRow, group_id, "group", lock=True)
         authorize(rt, actor, _group_write_permission(row.role_assignable))
-        before = mappers.snapshot(mappers.group(row))
+        before = mappers.group(row)
         if display_name is not None:
             row.display_name = check_name(display_name, "display_name")
         if description is not None:
@@ -294,13 +264,7 @@ def update_group(
             row.pim_enabled = pim_enabled
         row.updated_at = w.at
         group = mappers.group(row)
-        w.record(
-            action="group.update",
-            target_type="group",
-            target_id=group_id,
-            before=before,
-            after=mappers.snapshot(group),
-        )
+        record_change(w, "group.update", group, before=before)
     return Written(group, w.revision)
 
 
@@ -381,14 +345,7 @@ def add_member(
         s.add(row)
         s.flush()
         membership = mappers.membership(row)
-        w.record(
-            action=f"membership.add.{relation.value}",
-            target_type="membership",
-            target_id=row.id,
-            before=None,
-            after=mappers.snapshot(membership),
-            reason=reason,
-        )
+        record_change(w, f"membership.add.{relation.value}", membership, reason=reason)
     return Written(membership, w.revision)
 
 
@@ -420,17 +377,12 @@ def remove_member(
         ).first()
         if row is None:
             raise NotFound(f"{member} is not {relation.value} of group {group_id}")
-        before = mappers.snapshot(mappers.membership(row))
+        before = mappers.membership(row)
         with keeping_a_global_administrator(s, now=w.at, max_depth=rt.settings.max_nesting_depth):
             row.ended_at, row.ended_by, row.end_reason = w.at, actor.name, reason
         membership = mappers.membership(row)
-        w.record(
-            action=f"membership.end.{relation.value}",
-            target_type="membership",
-            target_id=row.id,
-            before=before,
-            after=mappers.snapshot(membership),
-            reason=reason,
+        record_change(
+            w, f"membership.end.{relation.value}", membership, before=before, reason=reason
         )
     return Written(membership, w.revision)
 

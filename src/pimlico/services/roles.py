@@ -12,7 +12,7 @@ from pimlico.domain.permissions import validate_patterns
 from pimlico.errors import AlreadyExists, Conflict, FieldError, InvalidInput
 from pimlico.services.decisions import authorize
 from pimlico.services.lookups import check_name, check_text, get_row
-from pimlico.services.runtime import Actor, Pimlico, Written
+from pimlico.services.runtime import Actor, Pimlico, Written, record_change
 
 MAX_PERMISSIONS = 500
 
@@ -55,13 +55,7 @@ def create_role(
         s.add(row)
         s.flush()
         role = mappers.role(row)
-        w.record(
-            action="role.create",
-            target_type="role",
-            target_id=row.id,
-            before=None,
-            after=mappers.snapshot(role),
-        )
+        record_change(w, "role.create", role)
     return Written(role, w.revision)
 
 
@@ -80,20 +74,14 @@ def update_role(
         row = get_row(w.session, RoleRow, role_id, "role", lock=True)
         if row.built_in:
             raise Conflict(f"{row.name} is a built-in role and cannot be changed")
-        before = mappers.snapshot(mappers.role(row))
+        before = mappers.role(row)
         if perms is not None:
             row.permissions = list(perms)
         if description is not None:
             row.description = check_text(description, "description") or ""
         row.updated_at = w.at
         role = mappers.role(row)
-        w.record(
-            action="role.update",
-            target_type="role",
-            target_id=role_id,
-            before=before,
-            after=mappers.snapshot(role),
-        )
+        record_change(w, "role.update", role, before=before)
     return Written(role, w.revision)
 
 

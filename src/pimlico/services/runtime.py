@@ -10,12 +10,13 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pimlico.clock import Clock, SystemClock
+from pimlico.db import mappers
 from pimlico.db.audit import WriteContext, begin_write, finish_write
 from pimlico.db.engine import make_engine, make_sessionmaker
 from pimlico.settings import Settings
@@ -52,6 +53,26 @@ class Written(Generic[T]):
 
     value: T
     revision: int
+
+
+def record_change(
+    w: WriteContext,
+    action: str,
+    after: Any,
+    *,
+    before: Any = None,
+    reason: str | None = None,
+) -> None:
+    """Audit a change of one entity: its type is the action's first word (``user.create`` →
+    ``user``), its id the entity's; ``before`` and ``after`` are domain entities."""
+    w.record(
+        action=action,
+        target_type=action.split(".", 1)[0],
+        target_id=after.id,
+        before=None if before is None else mappers.snapshot(before),
+        after=mappers.snapshot(after),
+        reason=reason,
+    )
 
 
 class Pimlico:
