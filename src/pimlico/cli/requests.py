@@ -24,8 +24,8 @@ from pimlico.cli._common import (
 from pimlico.domain.model import AssignmentKind, PrincipalType
 from pimlico.domain.requests import RequestAction, Schedule, Ticket
 from pimlico.errors import FieldError, InvalidInput
-from pimlico.services import requests, resolve
-from pimlico.services.requests import RequestView
+from pimlico.services import approvals, requests, resolve
+from pimlico.services.request_records import RequestView
 from pimlico.services.runtime import Actor, Pimlico, Written
 
 IMPERSONATES = " The local operator acts on behalf of the named user."
@@ -157,7 +157,7 @@ def list_requests(
 def approve(request_id: RequestId, who: As, justification: Justification = None) -> None:
     """Approve a pending request as the user named by --as."""
     with runtime() as rt:
-        written = requests.approve(
+        written = approvals.approve(
             rt, actor=_person(rt, who), request_id=request_id, justification=justification
         )
         _report(rt, written)
@@ -166,7 +166,7 @@ def approve(request_id: RequestId, who: As, justification: Justification = None)
 def deny(request_id: RequestId, who: As, justification: Justification = None) -> None:
     """Deny a pending request as the user named by --as."""
     with runtime() as rt:
-        written = requests.deny(
+        written = approvals.deny(
             rt, actor=_person(rt, who), request_id=request_id, justification=justification
         )
         _report(rt, written)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -295,7 +296,7 @@ class MfaVerificationRow(Base):
 
 
 class RequestRow(Base):
-    """A self-service (later also administrators') request and its kept status history.
+    """A request — self-service or an administrator's — and its kept status history.
 
     ``start_at``/``end_at`` hold the window the request was validated for. ``history`` is the
     list of status changes (JSON); ``stages`` the approval stages as they were when the request
@@ -309,6 +310,8 @@ class RequestRow(Base):
         UniqueConstraint("requested_by", "idempotency_key"),
         Index("ix_requests_status", "status"),
         Index("ix_requests_principal", "principal_type", "principal_id"),
+        Index("ix_requests_target", "target_type", "target_id"),
+        Index("ix_requests_requested_at", "requested_at"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -333,6 +336,7 @@ class RequestRow(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     assignment_id: Mapped[str | None] = mapped_column(ID)
     stages: Mapped[list[Any]] = mapped_column(JSON)
+    escalated: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
 
 
 class ApprovalDecisionRow(Base):

@@ -1,14 +1,18 @@
-"""Administrators' assignment use cases: assign, update, remove, extend and renew.
+"""Administrators' assignment use cases: assign, update, remove, extend and renew — each one
+stored as a request (``admin_assign``, ``admin_update``, …), as every assignment change is.
 
 Each takes the write lock, loads the target's settings, checks every rule at once (raising
-``PolicyViolation`` with all of them), and records the change. Assignments end; rows stay.
-The request workflow (issue "Requests, approvals") wraps these same functions: a request
-that is granted calls them with its ``request_id``.
+``PolicyViolation`` with all of them), makes the change, and stores the administrator's
+request for it — granted at once, ``provisioned`` (``revoked`` for a removal) or, for a later
+start, ``granted`` until then — all in one commit. Assignments end; rows stay. Each accepts
+a ticket, an idempotency key (the same key from the same caller answers the first outcome)
+and a dry run (every check made, nothing kept). ``request_change`` is the same, driven by a
+request's action and schedule (``services.requests.submit``).
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
@@ -16,110 +20,70 @@ from sqlalchemy.orm import Session
 
 from pimlico.db import mappers
 from pimlico.db.audit import WriteContext
-from pimlico.db.tables import AssignmentRow, GroupRow, RoleRow
-from pimlico.domain.assignment_rules import (
-    assignment_problems,
-    caller_problems,
-    resolve_end,
-    window_problems,
-)
-from pimlico.domain.audit import format_instant
+from pimlico.db.tables import AssignmentRow, RequestRow
 from pimlico.domain.catalogue import Perm
-from pimlico.domain.model import (
-    Assignment,
-    AssignmentKind,
-    PrincipalRef,
-    PrincipalType,
-    Target,
-    TargetType,
-    new_id,
-)
-from pimlico.domain.scopes import validate_scope
-from pimlico.errors import (
-    FieldError,
-    InvalidInput,
-    PolicyViolation,
-    RoleAssignmentDoesNotExist,
-    RoleAssignmentExists,
-)
+from pimlico.domain.model import Assignment, AssignmentKind, PrincipalRef, Target
+from pimlico.domain.requests import ExpirationType, RequestAction, Schedule, Ticket
+from pimlico.errors import FieldError, InvalidInput
+from pimlico.services import assignment_changes as changes
 from pimlico.services.decisions import authorize
-from pimlico.services.guards import keeping_a_global_administrator
-from pimlico.services.lookups import check_instant, check_text, get_row, principal_row
-from pimlico.services.nesting import check_nesting, check_role_assignable_nesting
-from pimlico.services.role_settings import load_policy
-from pimlico.services.runtime import Actor, Pimlico, Written, record_change
+from pimlico.services.lookups import check_instant, check_text, get_row
+from pimlico.services.request_effects import record_admin
+from pimlico.services.request_records import RequestView, check_ticket, submitting, view_of
+from pimlico.services.runtime import Actor, Pimlico, Written
 
 
-def _write_permission(session: Session, target: Target) -> str:
-    if target.type is TargetType.ROLE:
-        return Perm.ROLE_ASSIGNMENTS_WRITE
-    group = get_row(session, GroupRow, target.object_id, "group")
-    return (
-        Perm.ROLE_ASSIGNABLE_GROUPS_WRITE if group.role_assignable else Perm.GROUP_ASSIGNMENTS_WRITE
+@dataclass(frozen=True, slots=True)
+class AdminOutcome:
+    """An administrator's change: the assignment as it is after it, and its request."""
+
+    assignment: Assignment
+    request: RequestView
+
+
+def _as_request(
+    rt: Pimlico, actor: Actor, action: RequestAction, asked: changes.Asked, change: changes.Change
+) -> Written[AdminOutcome]:
+    asked = changes.Asked(
+        check_text(asked.justification, "justification"),
+        check_ticket(asked.ticket),
+        check_text(asked.idempotency_key, "idempotency_key"),
+        asked.dry_run,
+        asked.mfa_verified,
+    )
+    requested_by = actor.principal_id or actor.name
+
+    def body(w: WriteContext) -> AdminOutcome:
+        after = change(w, actor, asked)
+        row = record_admin(
+            w,
+            action,
+            requested_by,
+            after,
+            justification=asked.justification,
+            ticket=asked.ticket,
+            idempotency_key=asked.idempotency_key,
+        )
+        return AdminOutcome(after, view_of(w.session, row, dry_run=asked.dry_run))
+
+    def replay(s: Session, row: RequestRow) -> AdminOutcome:
+        assert row.assignment_id is not None
+        stored = get_row(s, AssignmentRow, row.assignment_id, "assignment")
+        return AdminOutcome(mappers.assignment(stored), view_of(s, row))
+
+    return submitting(
+        rt,
+        actor,
+        requested_by=requested_by,
+        idempotency_key=asked.idempotency_key,
+        dry_run=asked.dry_run,
+        body=body,
+        replay=replay,
     )
 
 
-def _check_target(session: Session, principal: PrincipalRef, target: Target) -> None:
-    if target.type is TargetType.ROLE:
-        validate_scope(target.scope, "target.scope")
-        get_row(session, RoleRow, target.object_id, "role")
-        if principal.type is PrincipalType.GROUP:
-            group = get_row(session, GroupRow, principal.id, "group")
-            if not group.role_assignable:
-                raise InvalidInput(
-                    "this group cannot hold roles",
-                    [
-                        FieldError(
-                            "principal",
-                            "RoleAssignableGroupRequired",
-                            "only groups created role-assignable can be assigned roles",
-                        )
-                    ],
-                )
-    else:
-        if target.scope != "/":
-            raise InvalidInput(
-                "group targets have no scope",
-                [FieldError("target.scope", "ScopeFormat", "a group target's scope is '/'")],
-            )
-        group = get_row(session, GroupRow, target.object_id, "group")
-        if principal.type is PrincipalType.GROUP:
-            if target.type is TargetType.GROUP_OWNER:
-                raise InvalidInput(
-                    "invalid owner",
-                    [FieldError("principal", "OwnerType", "owners are users or service accounts")],
-                )
-            member = get_row(session, GroupRow, principal.id, "group")
-            check_role_assignable_nesting(group, member)
-
-
-def _overlapping(
-    session: Session,
-    *,
-    kind: AssignmentKind,
-    principal: PrincipalRef,
-    target: Target,
-    start: datetime,
-    end: datetime | None,
-    now: datetime,
-    excluding: str | None = None,
-) -> AssignmentRow | None:
-    """A current or future assignment of the same thing whose window meets ``[start, end)``."""
-    query = select(AssignmentRow).where(
-        AssignmentRow.kind == kind.value,
-        AssignmentRow.principal_type == principal.type.value,
-        AssignmentRow.principal_id == principal.id,
-        AssignmentRow.target_type == target.type.value,
-        AssignmentRow.target_id == target.object_id,
-        AssignmentRow.scope == target.scope,
-        AssignmentRow.ended_at.is_(None),
-        or_(AssignmentRow.end_at.is_(None), AssignmentRow.end_at > max(start, now)),
-    )
-    if end is not None:
-        query = query.where(AssignmentRow.start_at < end)
-    if excluding is not None:
-        query = query.where(AssignmentRow.id != excluding)
-    return session.scalars(query).first()
+def _assignment(written: Written[AdminOutcome]) -> Written[Assignment]:
+    return Written(written.value.assignment, written.revision)
 
 
 def assign(
@@ -134,167 +98,23 @@ def assign(
     duration: timedelta | None = None,
     justification: str | None = None,
     mfa_verified: bool = False,
-    request_id: str | None = None,
-    activated_from: str | None = None,
+    ticket: Ticket | None = None,
+    idempotency_key: str | None = None,
+    dry_run: bool = False,
 ) -> Written[Assignment]:
     """Grant ``target`` to ``principal`` (eligibly or actively) for ``[start, end)``.
 
     No end and no duration means permanent, which the target's settings must allow. A start
     in the past means now: history is never rewritten.
     """
-    justification = check_text(justification, "justification")
     check_instant(start, "start")
     check_instant(end, "end")
-    with rt.writing(actor, request_id=request_id) as w:
-        assignment = _create(
-            rt,
-            w,
-            actor,
-            kind=kind,
-            principal=principal,
-            target=target,
-            start=start,
-            end=end,
-            duration=duration,
-            justification=justification,
-            mfa_verified=mfa_verified,
-            activated_from=activated_from,
-        )
-    return Written(assignment, w.revision)
+    asked = changes.Asked(justification, ticket, idempotency_key, dry_run, mfa_verified)
 
+    def change(w: WriteContext, actor: Actor, asked: changes.Asked) -> Assignment:
+        return changes.create(rt, w, actor, kind, principal, target, start, end, duration, asked)
 
-def _create(
-    rt: Pimlico,
-    w: WriteContext,
-    actor: Actor,
-    *,
-    kind: AssignmentKind,
-    principal: PrincipalRef,
-    target: Target,
-    start: datetime | None,
-    end: datetime | None,
-    duration: timedelta | None,
-    justification: str | None,
-    mfa_verified: bool,
-    activated_from: str | None = None,
-) -> Assignment:
-    s = w.session
-    principal_row(s, principal)
-    _check_target(s, principal, target)
-    authorize(rt, actor, _write_permission(s, target), target.scope)
-    if principal.type is PrincipalType.SERVICE_ACCOUNT and kind is AssignmentKind.ELIGIBLE:
-        raise InvalidInput(
-            "service accounts cannot be eligible",
-            [
-                FieldError(
-                    "kind",
-                    "ServiceAccountActiveOnly",
-                    "a service account holds active, time-bound assignments only",
-                )
-            ],
-        )
-    begin = w.at if start is None or start < w.at else start
-    finish, problems = resolve_end(begin, end, duration)
-    policy = load_policy(s, target.type, target.object_id)
-    problems += assignment_problems(
-        policy.settings,
-        kind=kind,
-        start=begin,
-        end=finish,
-        now=w.at,
-        justification=justification,
-        mfa_verified=mfa_verified or actor.system,
-    )
-    problems += _service_account_problems(principal, finish)
-    if problems:
-        raise PolicyViolation(problems)
-    return insert_assignment(
-        rt,
-        w,
-        Assignment(
-            id=new_id(),
-            kind=kind,
-            principal=principal,
-            target=target,
-            start=begin,
-            end=finish,
-            created_at=w.at,
-            created_by=actor.name,
-            justification=justification,
-            activated_from=activated_from,
-            request_id=w.request_id,
-        ),
-    )
-
-
-def insert_assignment(rt: Pimlico, w: WriteContext, assignment: Assignment) -> Assignment:
-    """Store ``assignment`` in the write ``w`` and audit it, refusing an overlapping one.
-
-    Checks neither the caller's permission nor the target's rules: the caller has (the
-    administrators' ``_create``, or the request workflow after ``request_rules.plan``).
-    """
-    s = w.session
-    kind, principal, target = assignment.kind, assignment.principal, assignment.target
-    clash = _overlapping(
-        s,
-        kind=kind,
-        principal=principal,
-        target=target,
-        start=assignment.start,
-        end=assignment.end,
-        now=w.at,
-    )
-    if clash is not None:
-        raise RoleAssignmentExists(
-            f"The {kind.value} assignment already exists ({clash.id}, "
-            f"from {format_instant(clash.start_at)})"
-        )
-    if principal.type is PrincipalType.GROUP and target.type is TargetType.GROUP_MEMBER:
-        check_nesting(
-            s,
-            child=principal.id,
-            parent=target.object_id,
-            now=w.at,
-            max_depth=rt.settings.max_nesting_depth,
-        )
-    s.add(mappers.assignment_row(assignment))
-    s.flush()
-    record_change(w, f"assignment.{kind.value}.assign", assignment, reason=assignment.justification)
-    return assignment
-
-
-def _service_account_problems(principal: PrincipalRef, end: datetime | None) -> list[FieldError]:
-    if principal.type is PrincipalType.SERVICE_ACCOUNT and end is None:
-        return [FieldError("end", "ExpirationRule", "a service account's assignment needs an end")]
-    return []
-
-
-def _current_for_change(
-    rt: Pimlico, w: WriteContext, actor: Actor, assignment_id: str
-) -> tuple[AssignmentRow, Assignment]:
-    """The row of a current assignment, locked, and the actor's right to change it."""
-    row = get_row(w.session, AssignmentRow, assignment_id, "assignment", lock=True)
-    if row.ended_at is not None or (row.end_at is not None and row.end_at <= w.at):
-        raise RoleAssignmentDoesNotExist(
-            f"assignment {assignment_id} has ended; there is nothing to change"
-        )
-    before = mappers.assignment(row)
-    authorize(rt, actor, _write_permission(w.session, before.target), before.target.scope)
-    return row, before
-
-
-def _record_change(
-    w: WriteContext, verb: str, before: Assignment, row: AssignmentRow, *, reason: str | None
-) -> Assignment:
-    after = mappers.assignment(row)
-    record_change(w, f"assignment.{before.kind.value}.{verb}", after, before=before, reason=reason)
-    return after
-
-
-def _keeping_a_global_administrator(rt: Pimlico, w: WriteContext) -> AbstractContextManager[None]:
-    return keeping_a_global_administrator(
-        w.session, now=w.at, max_depth=rt.settings.max_nesting_depth
-    )
+    return _assignment(_as_request(rt, actor, RequestAction.ADMIN_ASSIGN, asked, change))
 
 
 def update_assignment(
@@ -308,59 +128,22 @@ def update_assignment(
     permanent: bool = False,
     justification: str | None = None,
     mfa_verified: bool = False,
-    request_id: str | None = None,
+    ticket: Ticket | None = None,
+    idempotency_key: str | None = None,
+    dry_run: bool = False,
 ) -> Written[Assignment]:
     """Change the window of a current assignment (``permanent`` drops its end).
 
     A start may move later, or be set for one that has not begun, but never into the past.
     """
-    justification = check_text(justification, "justification")
     check_instant(start, "start")
     check_instant(end, "end")
-    with rt.writing(actor, request_id=request_id) as w:
-        s = w.session
-        row, before = _current_for_change(rt, w, actor, assignment_id)
-        begin = start or before.start
-        if start is not None and start != before.start and start < w.at:
-            raise PolicyViolation(
-                [FieldError("start", "ExpirationRule", "a start cannot be moved into the past")]
-            )
-        if permanent:
-            finish: datetime | None = None
-            problems: list[FieldError] = []
-        elif end is None and duration is None:
-            finish, problems = before.end, []
-        else:
-            finish, problems = resolve_end(begin, end, duration)
-        policy = load_policy(s, before.target.type, before.target.object_id)
-        problems += assignment_problems(
-            policy.settings,
-            kind=before.kind,
-            start=begin,
-            end=finish,
-            now=w.at,
-            justification=justification,
-            mfa_verified=mfa_verified or actor.system,
-        )
-        problems += _service_account_problems(before.principal, finish)
-        if problems:
-            raise PolicyViolation(problems)
-        clash = _overlapping(
-            s,
-            kind=before.kind,
-            principal=before.principal,
-            target=before.target,
-            start=begin,
-            end=finish,
-            now=w.at,
-            excluding=assignment_id,
-        )
-        if clash is not None:
-            raise RoleAssignmentExists(f"the new window overlaps assignment {clash.id}")
-        with _keeping_a_global_administrator(rt, w):
-            row.start_at, row.end_at = begin, finish
-        after = _record_change(w, "update", before, row, reason=justification)
-    return Written(after, w.revision)
+    asked = changes.Asked(justification, ticket, idempotency_key, dry_run, mfa_verified)
+
+    def change(w: WriteContext, actor: Actor, asked: changes.Asked) -> Assignment:
+        return changes.update(rt, w, actor, assignment_id, start, end, duration, permanent, asked)
+
+    return _assignment(_as_request(rt, actor, RequestAction.ADMIN_UPDATE, asked, change))
 
 
 def remove_assignment(
@@ -369,32 +152,17 @@ def remove_assignment(
     actor: Actor,
     assignment_id: str,
     reason: str | None = None,
-    request_id: str | None = None,
+    ticket: Ticket | None = None,
+    idempotency_key: str | None = None,
+    dry_run: bool = False,
 ) -> Written[Assignment]:
     """End an assignment now (or cancel one that has not started). Access stops at once."""
-    reason = check_text(reason, "reason")
-    with rt.writing(actor, request_id=request_id) as w:
-        row, before = _current_for_change(rt, w, actor, assignment_id)
-        after = end_assignment(rt, w, row, before, by=actor.name, reason=reason)
-    return Written(after, w.revision)
+    asked = changes.Asked(reason, ticket, idempotency_key, dry_run)
 
+    def change(w: WriteContext, actor: Actor, asked: changes.Asked) -> Assignment:
+        return changes.remove(rt, w, actor, assignment_id, asked)
 
-def end_assignment(
-    rt: Pimlico,
-    w: WriteContext,
-    row: AssignmentRow,
-    before: Assignment,
-    *,
-    by: str,
-    reason: str | None,
-) -> Assignment:
-    """End the locked assignment ``row`` now, in the write ``w``, and audit it ("remove").
-
-    Checks no permission (the caller has); keeps a Global Administrator.
-    """
-    with _keeping_a_global_administrator(rt, w):
-        row.ended_at, row.ended_by, row.end_reason = w.at, by, reason
-    return _record_change(w, "remove", before, row, reason=reason)
+    return _assignment(_as_request(rt, actor, RequestAction.ADMIN_REMOVE, asked, change))
 
 
 def extend_assignment(
@@ -406,49 +174,21 @@ def extend_assignment(
     duration: timedelta | None = None,
     justification: str | None = None,
     mfa_verified: bool = False,
-    request_id: str | None = None,
+    ticket: Ticket | None = None,
+    idempotency_key: str | None = None,
+    dry_run: bool = False,
 ) -> Written[Assignment]:
     """Move a current, time-bound assignment's end later (``duration`` counts from now).
 
     The new remaining time may be as long as the settings' maximum, measured from now.
     """
-    justification = check_text(justification, "justification")
     check_instant(end, "end")
-    with rt.writing(actor, request_id=request_id) as w:
-        s = w.session
-        row, before = _current_for_change(rt, w, actor, assignment_id)
-        if before.end is None:
-            raise InvalidInput(
-                "nothing to extend",
-                [FieldError("end", "ExpirationRule", "the assignment is already permanent")],
-            )
-        policy = load_policy(s, before.target.type, before.target.object_id)
-        finish, problems = resolve_end(w.at, end, duration)
-        problems += caller_problems(
-            policy.settings,
-            kind=before.kind,
-            justification=justification,
-            mfa_verified=mfa_verified or actor.system,
-        )
-        if finish is None:
-            problems.append(FieldError("end", "Required", "give a new end or a duration"))
-        elif finish <= before.end:
-            problems.append(
-                FieldError("end", "ExpirationRule", "an extension ends later than the current end")
-            )
-        else:
-            problems += window_problems(
-                policy.settings,
-                kind=before.kind,
-                start=before.start,
-                end=finish,
-                measured_from=w.at,
-            )
-        if problems:
-            raise PolicyViolation(problems)
-        row.end_at = finish
-        after = _record_change(w, "extend", before, row, reason=justification)
-    return Written(after, w.revision)
+    asked = changes.Asked(justification, ticket, idempotency_key, dry_run, mfa_verified)
+
+    def change(w: WriteContext, actor: Actor, asked: changes.Asked) -> Assignment:
+        return changes.extend(rt, w, actor, assignment_id, end, duration, asked)
+
+    return _assignment(_as_request(rt, actor, RequestAction.ADMIN_EXTEND, asked, change))
 
 
 def renew_assignment(
@@ -460,39 +200,91 @@ def renew_assignment(
     duration: timedelta | None = None,
     justification: str | None = None,
     mfa_verified: bool = False,
-    request_id: str | None = None,
+    ticket: Ticket | None = None,
+    idempotency_key: str | None = None,
+    dry_run: bool = False,
 ) -> Written[Assignment]:
     """Grant an expired assignment again, from now: a new assignment; the old one stays."""
-    justification = check_text(justification, "justification")
     check_instant(end, "end")
-    with rt.writing(actor, request_id=request_id) as w:
-        old = mappers.assignment(get_row(w.session, AssignmentRow, assignment_id, "assignment"))
-        authorize(rt, actor, _write_permission(w.session, old.target), old.target.scope)
-        if old.end is None or old.ended_at is not None or old.end > w.at:
-            raise InvalidInput(
-                "only an expired assignment can be renewed",
-                [
-                    FieldError(
-                        "assignment_id",
-                        "RenewRule",
-                        "renew is for assignments that ran to their end; extend a current one",
-                    )
-                ],
-            )
-        renewed = _create(
-            rt,
-            w,
-            actor,
-            kind=old.kind,
-            principal=old.principal,
-            target=old.target,
-            start=None,
-            end=end,
-            duration=duration,
-            justification=justification,
-            mfa_verified=mfa_verified,
+    asked = changes.Asked(justification, ticket, idempotency_key, dry_run, mfa_verified)
+
+    def change(w: WriteContext, actor: Actor, asked: changes.Asked) -> Assignment:
+        return changes.renew(rt, w, actor, assignment_id, end, duration, asked)
+
+    return _assignment(_as_request(rt, actor, RequestAction.ADMIN_RENEW, asked, change))
+
+
+def request_change(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    action: RequestAction,
+    kind: AssignmentKind | None = None,
+    principal: PrincipalRef | None = None,
+    target: Target | None = None,
+    assignment_id: str | None = None,
+    schedule: Schedule | None = None,
+    asked: changes.Asked | None = None,
+) -> Written[AdminOutcome]:
+    """An administrator's request by its ``action``: ``admin_assign`` needs ``kind``,
+    ``principal`` and ``target``; the others the ``assignment_id`` they act on. The
+    ``schedule`` gives the window (``no_expiration``: permanent); a removal needs none."""
+    if action.is_self_service:
+        raise ValueError(f"{action.value} is self-service; see services.requests.submit")
+    schedule = schedule or Schedule()
+    found = schedule.problems()
+    if (
+        schedule.expiration is ExpirationType.AFTER_DURATION
+        and schedule.duration is None
+        and action is not RequestAction.ADMIN_REMOVE
+    ):
+        found.append(FieldError("schedule.duration", "Required", "give a duration"))
+    check_instant(schedule.start, "schedule.start")
+    check_instant(schedule.end, "schedule.end")
+    change: changes.Change | None = None
+    if action is RequestAction.ADMIN_ASSIGN:
+        if kind is None or principal is None or target is None:
+            found.append(FieldError("target", "Required", "give the kind, principal and target"))
+        else:
+            change = _assigning(rt, kind, principal, target, schedule)
+    elif assignment_id is None:
+        found.append(FieldError("assignment_id", "Required", f"{action.value} acts on one"))
+    else:
+        change = _changing(rt, action, assignment_id, schedule)
+    if found or change is None:
+        raise InvalidInput(f"the {action.value} request is incomplete or inconsistent", found)
+    return _as_request(rt, actor, action, asked or changes.Asked(), change)
+
+
+def _assigning(
+    rt: Pimlico, kind: AssignmentKind, principal: PrincipalRef, target: Target, when: Schedule
+) -> changes.Change:
+    def change(w: WriteContext, actor: Actor, asked: changes.Asked) -> Assignment:
+        return changes.create(
+            rt, w, actor, kind, principal, target, when.start, when.end, when.duration, asked
         )
-    return Written(renewed, w.revision)
+
+    return change
+
+
+def _changing(
+    rt: Pimlico, action: RequestAction, assignment_id: str, when: Schedule
+) -> changes.Change:
+    permanent = when.expiration is ExpirationType.NO_EXPIRATION
+    start, end, duration = when.start, when.end, when.duration
+
+    def change(w: WriteContext, actor: Actor, asked: changes.Asked) -> Assignment:
+        if action is RequestAction.ADMIN_UPDATE:
+            return changes.update(
+                rt, w, actor, assignment_id, start, end, duration, permanent, asked
+            )
+        if action is RequestAction.ADMIN_REMOVE:
+            return changes.remove(rt, w, actor, assignment_id, asked)
+        if action is RequestAction.ADMIN_EXTEND:
+            return changes.extend(rt, w, actor, assignment_id, end, duration, asked)
+        return changes.renew(rt, w, actor, assignment_id, end, duration, asked)
+
+    return change
 
 
 def list_assignments(

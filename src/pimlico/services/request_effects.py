@@ -1,0 +1,234 @@
+"""Carrying out a granted request: the assignment change it asked for, in the same write.
+
+A self-service request is carried out when it needs no approval (at submission) or when its
+last stage approves; an administrator's request at once (``record_admin``). Either way the
+request and the assignment change commit together, so a request is never ``provisioned``
+without its assignment nor the other way round. A change that starts later leaves the
+request ``granted`` and enqueues ``request.provision`` for its start, when ``provision_due``
+moves it to ``provisioned``.
+
+What is granted is the window validated at submission, starting no earlier than the
+approval; an activation asked to start now lasts the asked duration from its approval, as in
+Entra, but never past the eligibility. When the world moved on while a request waited (the
+eligibility ended, an explicit window passed, the assignment to extend ended, another
+assignment now overlaps), the request ``failed`` with the reason instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from pimlico.db import mappers
+from pimlico.db.audit import WriteContext
+from pimlico.db.request_store import request_of, store_request
+from pimlico.db.tables import AssignmentRow, RequestRow
+from pimlico.domain.model import (
+    Assignment,
+    AssignmentKind,
+    PrincipalRef,
+    Target,
+    Window,
+    new_id,
+)
+from pimlico.domain.requests import (
+    ExpirationType,
+    Request,
+    RequestAction,
+    RequestStatus,
+    Schedule,
+    Ticket,
+)
+from pimlico.errors import RoleAssignmentExists
+from pimlico.jobs.outbox import enqueue
+from pimlico.services.assignment_store import (
+    end_assignment,
+    insert_assignment,
+    not_removed,
+    record_assignment_change,
+)
+from pimlico.services.lookups import get_row
+from pimlico.services.request_records import move, record_submitted
+from pimlico.services.runtime import Pimlico
+
+PROVISION_JOB = "request.provision"
+
+
+def carry_out(rt: Pimlico, w: WriteContext, row: RequestRow, request: Request) -> None:
+    """Make the change of the granted self-service request ``row``."""
+    action = request.action
+    if action is RequestAction.SELF_DEACTIVATE:
+        assert row.assignment_id is not None
+        locked = get_row(w.session, AssignmentRow, row.assignment_id, "assignment", lock=True)
+        end_assignment(
+            rt, w, locked, mappers.assignment(locked), by=w.actor or "", reason="deactivated"
+        )
+        move(w, row, request, RequestStatus.REVOKED, "deactivated")
+    elif action is RequestAction.SELF_EXTEND:
+        _extend(w, row, request)
+    else:
+        _create(rt, w, row, request)
+
+
+def _create(rt: Pimlico, w: WriteContext, row: RequestRow, request: Request) -> None:
+    """Activate (an active assignment from the eligibility) or renew (a new one, same kind)."""
+    start = max(row.start_at or w.at, w.at)
+    eligible = None
+    why = None
+    if request.action is RequestAction.SELF_ACTIVATE:
+        eligible = eligible_of(rt, w.session, request.principal, request.target, w.at)
+        why = "the eligibility ended" if eligible is None else None
+        if eligible is not None and row.start_at == row.requested_at and row.end_at is not None:
+            # "Start now", approved later: the asked duration counts from the approval, as
+            # in Entra, still within the eligibility.
+            end = w.at + (row.end_at - row.start_at)
+            limit = eligible.effective_end
+            row.start_at, row.end_at = w.at, end if limit is None else min(end, limit)
+    if why is None and row.end_at is not None and row.end_at <= start:
+        why = "the window ended"
+    if why is not None:
+        move(w, row, request, RequestStatus.FAILED, f"not provisioned: {why}")
+        return
+    try:
+        created = insert_assignment(
+            rt,
+            w,
+            Assignment(
+                id=new_id(),
+                kind=request.kind,
+                principal=request.principal,
+                target=request.target,
+                start=start,
+                end=row.end_at,
+                created_at=w.at,
+                created_by=w.actor,
+                justification=request.justification,
+                activated_from=eligible.id if eligible else None,
+                request_id=request.id,
+            ),
+        )
+    except RoleAssignmentExists as clash:
+        move(w, row, request, RequestStatus.FAILED, f"not provisioned: {clash.message}")
+        return
+    row.assignment_id = created.id
+    settle(w, row, request, start)
+
+
+def _extend(w: WriteContext, row: RequestRow, request: Request) -> None:
+    assert row.assignment_id is not None
+    assert row.end_at is not None
+    locked = get_row(w.session, AssignmentRow, row.assignment_id, "assignment", lock=True)
+    before = mappers.assignment(locked)
+    if not before.in_force(w.at):
+        move(w, row, request, RequestStatus.FAILED, "not provisioned: the assignment ended")
+        return
+    locked.end_at = row.end_at
+    record_assignment_change(w, "extend", before, locked, reason=request.justification)
+    move(w, row, request, RequestStatus.PROVISIONED, "extended")
+
+
+def settle(w: WriteContext, row: RequestRow, request: Request, start: datetime) -> None:
+    """After the change: ``provisioned`` (``revoked`` for a removal) when it is in force now,
+    else still ``granted`` with a ``request.provision`` job due at ``start``."""
+    if request.action.removes:
+        move(w, row, request, RequestStatus.REVOKED, "removed")
+    elif start <= w.at:
+        move(w, row, request, RequestStatus.PROVISIONED, "in force")
+    else:
+        enqueue(
+            w,
+            kind=PROVISION_JOB,
+            payload={"request_id": row.id},
+            due_at=start,
+            dedupe_key=f"{PROVISION_JOB}:{row.id}",
+        )
+
+
+def provision_due(w: WriteContext, *, request_id: str) -> None:
+    """The ``request.provision`` job: a granted request whose assignment has started (and was
+    not canceled or removed meanwhile) is ``provisioned``. Idempotent."""
+    row = get_row(w.session, RequestRow, request_id, "request", lock=True)
+    request = request_of(row)
+    if request.status is not RequestStatus.GRANTED or row.assignment_id is None:
+        return
+    assignment = mappers.assignment(
+        get_row(w.session, AssignmentRow, row.assignment_id, "assignment")
+    )
+    if assignment.ended_at is not None and assignment.ended_at <= assignment.start:
+        move(w, row, request, RequestStatus.FAILED, "not provisioned: ended before its start")
+    elif assignment.start <= w.at:
+        move(w, row, request, RequestStatus.PROVISIONED, "started")
+
+
+def record_admin(
+    w: WriteContext,
+    action: RequestAction,
+    requested_by: str,
+    assignment: Assignment,
+    *,
+    justification: str | None,
+    ticket: Ticket | None,
+    idempotency_key: str | None,
+) -> RequestRow:
+    """Store the administrator's request for the change to ``assignment`` just made in ``w``
+    (under ``w.request_id``), granted at once, and settle it."""
+    assert w.request_id is not None
+    end = assignment.end
+    expiration = ExpirationType.NO_EXPIRATION if end is None else ExpirationType.AFTER_DATETIME
+    request, _ = Request.submit(
+        id=w.request_id,
+        action=action,
+        kind=assignment.kind,
+        principal=assignment.principal,
+        target=assignment.target,
+        requested_by=requested_by,
+        now=w.at,
+        needs_approval=False,
+        schedule=Schedule(start=assignment.start, expiration=expiration, end=end),
+        justification=justification,
+        ticket=ticket,
+        idempotency_key=idempotency_key,
+        target_assignment_id=assignment.id,
+    )
+    row = store_request(w.session, request, Window(assignment.start, end), ())
+    record_submitted(w, row, justification)
+    settle(w, row, request, assignment.start)
+    return row
+
+
+def eligible_of(
+    rt: Pimlico, s: Session, principal: PrincipalRef, target: Target, at: datetime
+) -> Assignment | None:
+    """The eligible assignment of ``target`` the principal holds at ``at``, directly or through
+    a group (nested too), as the decision index sees it; its end is bounded by the
+    membership's."""
+    for held in rt.decisions.current().effective_access(principal.id, at).eligible:
+        if (held.target_type, held.target_id, held.scope) == (
+            target.type.value,
+            target.object_id,
+            target.scope,
+        ):
+            eligible = mappers.assignment(get_row(s, AssignmentRow, held.assignment_id, "eligible"))
+            return replace(eligible, end=held.end) if held.end is not None else eligible
+    return None
+
+
+def own_assignments(
+    s: Session, principal: PrincipalRef, target: Target, kind: AssignmentKind
+) -> list[Assignment]:
+    """The principal's own (not through a group) assignments of ``target`` of ``kind`` that
+    were not removed, latest start first."""
+    rows = s.scalars(
+        not_removed(kind, principal, target).order_by(
+            AssignmentRow.start_at.desc(), AssignmentRow.id
+        )
+    )
+    return [mappers.assignment(row) for row in rows]
+
+
+def current_of(assignments: list[Assignment], at: datetime) -> Assignment | None:
+    """The earliest-starting of ``assignments`` in force at ``at`` or later."""
+    found = [a for a in assignments if a.end is None or a.end > at]
+    return min(found, key=lambda a: a.start, default=None)
