@@ -1,9 +1,14 @@
 """The job kinds Pimlico runs, each a thin call of one use case (no business rules here).
 
-``request.advance`` (payload ``{"request_id": …}``): time passes for a pending request —
-``services.approvals.advance`` expires or escalates it and enqueues its next step.
-``request.provision`` (same payload): a granted request's assignment has started —
-``services.request_effects.provision_due`` marks it provisioned.
+- ``request.advance`` (payload ``{"request_id": …}``): time passes for a pending request —
+  ``services.approvals.advance`` expires or escalates it and enqueues its next step.
+- ``request.provision`` (same payload): a granted request's assignment has started —
+  ``services.request_effects.provision_due`` marks it provisioned.
+- ``assignment.start`` / ``assignment.remind`` / ``assignment.expire``: an assignment's
+  later instant has come — ``services.assignment_events.fall_due`` publishes its event.
+- ``event.publish`` / ``event.deliver``: published domain events go to the consumers the
+  worker was started with (``jobs.events``).
+
 Every handler is idempotent (see ``pimlico.jobs.worker``).
 """
 
@@ -12,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pimlico.db.audit import WriteContext
+from pimlico.jobs import events
 from pimlico.jobs.worker import Handler, Job
-from pimlico.services import approvals, request_effects
+from pimlico.services import approvals, assignment_events, request_effects
 from pimlico.services.runtime import Pimlico
 
 
@@ -25,8 +31,21 @@ def provision_request(rt: Pimlico, w: WriteContext, job: Job) -> None:
     request_effects.provision_due(w, request_id=str(job.payload["request_id"]))
 
 
-HANDLERS: Mapping[str, Handler] = {
-    approvals.ADVANCE_JOB: advance_request,
-    request_effects.PROVISION_JOB: provision_request,
-}
-"""Every job kind the worker runs, by name."""
+def assignment_instant(rt: Pimlico, w: WriteContext, job: Job) -> None:
+    assignment_events.fall_due(w, job.kind, dict(job.payload))
+
+
+def handlers(consumers: Mapping[str, events.Consumer] | None = None) -> dict[str, Handler]:
+    """Every job kind the worker runs, by name, delivering events to ``consumers``."""
+    return {
+        approvals.ADVANCE_JOB: advance_request,
+        request_effects.PROVISION_JOB: provision_request,
+        assignment_events.START_JOB: assignment_instant,
+        assignment_events.REMIND_JOB: assignment_instant,
+        assignment_events.EXPIRE_JOB: assignment_instant,
+        **events.handlers(consumers or {}),
+    }
+
+
+HANDLERS: Mapping[str, Handler] = handlers()
+"""The handlers of a worker with no event consumers (none are built in yet)."""

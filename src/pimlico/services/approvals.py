@@ -41,6 +41,7 @@ from pimlico.domain.requests import (
     RequestExpired,
     RequestStatus,
 )
+from pimlico.jobs.events import publish
 from pimlico.jobs.outbox import enqueue
 from pimlico.services.lookups import check_text, get_row
 from pimlico.services.request_effects import carry_out
@@ -108,6 +109,7 @@ def _follow(
     rt: Pimlico, w: WriteContext, row: RequestRow, request: Request, events: list[RequestEvent]
 ) -> None:
     for event in events:
+        publish(w, event)
         before = snapshot(row)
         request.apply(event)
         if request.status.value != row.status:
@@ -141,6 +143,7 @@ def _time_passes(
     if request.status is not RequestStatus.PENDING_APPROVAL:
         return None
     for event in approval.advance(w.at):
+        publish(w, event)
         if isinstance(event, RequestExpired):
             before = snapshot(row)
             request.apply(event)

@@ -3,7 +3,8 @@
 
 Nothing here checks the target's role settings: the callers have, with ``assignment_rules``
 or ``request_rules``. Every function works inside the caller's write (``WriteContext``), so a
-change, its audit event and its follow-up jobs commit together.
+change, its audit event, its published events and its follow-up jobs (``assignment_events``)
+commit together.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pimlico.errors import (
     RoleAssignmentDoesNotExist,
     RoleAssignmentExists,
 )
+from pimlico.services.assignment_events import ended, follow_up
 from pimlico.services.decisions import authorize
 from pimlico.services.guards import keeping_a_global_administrator
 from pimlico.services.lookups import get_row
@@ -156,6 +158,7 @@ def insert_assignment(rt: Pimlico, w: WriteContext, assignment: Assignment) -> A
     s.add(mappers.assignment_row(assignment))
     s.flush()
     record_change(w, f"assignment.{kind.value}.assign", assignment, reason=assignment.justification)
+    follow_up(w, assignment)
     return assignment
 
 
@@ -176,8 +179,13 @@ def current_for_change(
 def record_assignment_change(
     w: WriteContext, verb: str, before: Assignment, row: AssignmentRow, *, reason: str | None
 ) -> Assignment:
+    """Audit the change of ``row`` from ``before`` and publish (or schedule) its events."""
     after = mappers.assignment(row)
     record_change(w, f"assignment.{before.kind.value}.{verb}", after, before=before, reason=reason)
+    if after.ended_at is not None:
+        ended(w, after)
+    else:
+        follow_up(w, after, before)
     return after
 
 

@@ -21,8 +21,9 @@ from pimlico.db.tables import RequestRow
 from pimlico.domain.approvals import Decision
 from pimlico.domain.model import Window, new_id
 from pimlico.domain.policy import ApprovalStage
-from pimlico.domain.requests import Request, RequestStatus, Ticket
+from pimlico.domain.requests import Request, RequestStatus, RequestSubmitted, Ticket
 from pimlico.errors import FieldError, InvalidInput, PermissionDenied
+from pimlico.jobs.events import publish
 from pimlico.services.lookups import check_text, get_row
 from pimlico.services.runtime import Actor, Pimlico, Written
 
@@ -70,6 +71,21 @@ def snapshot(row: RequestRow) -> dict[str, object]:
 
 
 def record_submitted(w: WriteContext, row: RequestRow, reason: str | None) -> None:
+    """Audit and publish (``RequestSubmitted``) the request just stored."""
+    request = request_of(row)
+    publish(
+        w,
+        RequestSubmitted(
+            request.id,
+            request.action,
+            request.kind,
+            request.principal,
+            request.target,
+            request.requested_by,
+            request.requested_at,
+            request.status,
+        ),
+    )
     w.record(
         action=f"request.{row.action}.submit",
         target_type="request",

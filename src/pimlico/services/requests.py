@@ -44,6 +44,7 @@ from pimlico.domain.requests import (
     Ticket,
 )
 from pimlico.errors import FieldError, InvalidInput, RoleAssignmentExists
+from pimlico.jobs.events import publish
 from pimlico.services import assignments
 from pimlico.services.approvals import may_decide, schedule_advance
 from pimlico.services.assignment_changes import Asked
@@ -241,7 +242,7 @@ def cancel(
         if actor.principal_id != request.requested_by:
             authorize(rt, actor, Perm.REQUESTS_APPROVE, request.target.scope)
         before = snapshot(row)
-        request.cancel(at=w.at, by=actor.name, reason=reason)
+        publish(w, request.cancel(at=w.at, by=actor.name, reason=reason))
         write_status(row, request)
         record_status(w, row, before, reason)
         created = request.action in (
