@@ -280,7 +280,7 @@ def test_an_assignment_is_updated_extended_and_ended_with_each_step_in_the_log(
     assert "until 2026-05-01T00:00:00Z" in extended.stdout
     world(f"assignment remove {eligible}")
 
-    assert [a for a in actions(world) if a.startswith("assignment.")][-3:] == [
+    assert [a for a in map(str, actions(world)) if a.startswith("assignment.")][-3:] == [
         "assignment.eligible.update",
         "assignment.eligible.extend",
         "assignment.eligible.remove",

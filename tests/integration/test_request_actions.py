@@ -475,3 +475,31 @@ def test_the_request_history_is_filtered_by_action_principal_target_and_time(
     ]
     assert len(found(target_id=READER.object_id)) == 3
     assert len(requests.list_requests(rt, actor=OPERATOR, limit=2)) == 2
+
+
+def test_an_update_without_a_new_end_keeps_it_and_a_future_change_is_provisioned_at_once(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    alex = person(rt, "alex")
+    start = clock.now() + DAY
+    made = admin(
+        rt,
+        RequestAction.ADMIN_ASSIGN,
+        kind=ELIGIBLE,
+        principal=_u(alex),
+        target=READER,
+        schedule=Schedule(start=start, duration=30 * DAY),
+    )
+    assert made.assignment_id is not None
+
+    moved = admin(
+        rt,
+        RequestAction.ADMIN_UPDATE,
+        kind=ELIGIBLE,
+        assignment_id=made.assignment_id,
+        schedule=Schedule(start=start + DAY),
+    )
+
+    assert moved.window is not None
+    assert (moved.window.start, moved.window.end) == (start + DAY, start + 30 * DAY)
+    assert moved.request.status is RequestStatus.PROVISIONED

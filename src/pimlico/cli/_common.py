@@ -9,6 +9,7 @@ broken audit chain).
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 from collections.abc import Callable, Iterator
@@ -26,12 +27,14 @@ from pimlico.clock import as_utc
 from pimlico.db import migrate
 from pimlico.domain.durations import parse_duration
 from pimlico.domain.model import AssignmentKind, Target, TargetType
+from pimlico.domain.requests import ExpirationType, Schedule, Ticket
 from pimlico.errors import FieldError, InvalidInput, PimlicoError
 from pimlico.services.runtime import Actor, Pimlico
 from pimlico.settings import Settings
 
 P = ParamSpec("P")
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.StrEnum)
 
 ACTOR = Actor.operator("cli")
 """Who the local CLI acts as: the operator, named in every audit event it writes."""
@@ -263,3 +266,62 @@ def parse_json(text: str, field: str) -> object:
         raise InvalidInput(
             f"invalid {field}", [FieldError(field, "JsonFormat", f"not JSON: {error}")]
         ) from None
+
+
+def parse_choice(choices: type[E], text: str | None, field: str) -> E | None:
+    """One of the values of the enum ``choices`` (any case); ``None`` stays ``None``."""
+    if text is None:
+        return None
+    try:
+        return choices(text.strip().lower())
+    except ValueError:
+        allowed = ", ".join(c.value for c in choices)
+        raise InvalidInput(
+            f"invalid {field}",
+            [FieldError(field, "Choice", f"must be one of {allowed}, not {text[:32]!r}")],
+        ) from None
+
+
+def parse_count(text: str | None, field: str) -> int | None:
+    """A whole number of at least 1 (such as ``--limit``); ``None`` stays ``None``. Parsed
+    here, not by click, so a bad value is one line like every other refusal."""
+    if text is None:
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidInput(
+            f"invalid {field}",
+            [
+                FieldError(
+                    field, "Range", f"must be a whole number of at least 1, not {text[:32]!r}"
+                )
+            ],
+        )
+    return value
+
+
+def ticket_of(system: str | None, number: str | None) -> Ticket | None:
+    """The ticket given by ``--ticket-system`` and ``--ticket-number``; ``None`` if neither.
+    One without the other is passed on half empty, for the use case to refuse by name."""
+    if system is None and number is None:
+        return None
+    return Ticket(system or "", number or "")
+
+
+def schedule_of(
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    duration: timedelta | None = None,
+    permanent: bool = False,
+) -> Schedule:
+    """The request schedule that ``--start`` with ``--end``, ``--duration`` or
+    ``--permanent`` ask for (none of them: as long as the settings allow)."""
+    if permanent:
+        return Schedule(start=start, expiration=ExpirationType.NO_EXPIRATION)
+    if end is not None:
+        return Schedule(start=start, expiration=ExpirationType.AFTER_DATETIME, end=end)
+    return Schedule(start=start, duration=duration)

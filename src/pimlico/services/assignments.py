@@ -228,15 +228,17 @@ def request_change(
 ) -> Written[AdminOutcome]:
     """An administrator's request by its ``action``: ``admin_assign`` needs ``kind``,
     ``principal`` and ``target``; the others the ``assignment_id`` they act on. The
-    ``schedule`` gives the window (``no_expiration``: permanent); a removal needs none."""
+    ``schedule`` gives the window (``no_expiration``: permanent); a removal needs none, and
+    an update given no duration nor end keeps the end (under the write lock)."""
     if action.is_self_service:
         raise ValueError(f"{action.value} is self-service; see services.requests.submit")
     schedule = schedule or Schedule()
     found = schedule.problems()
+    keeps_the_end = action in (RequestAction.ADMIN_REMOVE, RequestAction.ADMIN_UPDATE)
     if (
         schedule.expiration is ExpirationType.AFTER_DURATION
         and schedule.duration is None
-        and action is not RequestAction.ADMIN_REMOVE
+        and not keeps_the_end
     ):
         found.append(FieldError("schedule.duration", "Required", "give a duration"))
     check_instant(schedule.start, "schedule.start")

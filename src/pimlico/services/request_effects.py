@@ -54,6 +54,15 @@ from pimlico.services.request_records import move, record_submitted
 from pimlico.services.runtime import Pimlico
 
 PROVISION_JOB = "request.provision"
+_CREATING = frozenset(
+    {
+        RequestAction.ADMIN_ASSIGN,
+        RequestAction.ADMIN_RENEW,
+        RequestAction.SELF_ACTIVATE,
+        RequestAction.SELF_RENEW,
+    }
+)
+"""The actions whose change is a new assignment (which may start later)."""
 
 
 def carry_out(rt: Pimlico, w: WriteContext, row: RequestRow, request: Request) -> None:
@@ -130,11 +139,12 @@ def _extend(w: WriteContext, row: RequestRow, request: Request) -> None:
 
 
 def settle(w: WriteContext, row: RequestRow, request: Request, start: datetime) -> None:
-    """After the change: ``provisioned`` (``revoked`` for a removal) when it is in force now,
-    else still ``granted`` with a ``request.provision`` job due at ``start``."""
+    """After the change: ``provisioned`` (``revoked`` for a removal), or — for a new
+    assignment that starts later — still ``granted`` with a ``request.provision`` job due at
+    ``start``. (An update or extension of a future assignment is made at once.)"""
     if request.action.removes:
         move(w, row, request, RequestStatus.REVOKED, "removed")
-    elif start <= w.at:
+    elif start <= w.at or request.action not in _CREATING:
         move(w, row, request, RequestStatus.PROVISIONED, "in force")
     else:
         enqueue(

@@ -303,6 +303,10 @@ def list_requests(
     (``to_approve``), or all of them (needs ``pim.requests.read``); narrowed by ``where``."""
     if mine and to_approve:
         raise InvalidInput("choose mine or to_approve, not both")
+    if limit is not None and limit < 1:
+        raise InvalidInput(
+            "limit must be positive", [FieldError("limit", "Range", "give 1 or more")]
+        )
     where = replace(where or RequestFilter(), status=status) if status else where
     query = _filtered(select(RequestRow), where or RequestFilter())
     if mine:
