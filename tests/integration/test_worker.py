@@ -1,6 +1,9 @@
 """The outbox and the worker on SQLite and PostgreSQL: jobs commit with their change, run once
 when due, retry with growing delays, are reclaimed after a lease runs out, are never run twice
-by two workers, and time out pending requests. Fixed clock; nothing sleeps."""
+by two workers, and time out pending requests. Batches: one write for many jobs, a failing job
+undoes only itself (and the audit chain stays whole), claims take at most ``batch`` jobs, a
+job taken over is skipped, and a batch that fails as a whole runs again one write per job.
+Fixed clock; nothing sleeps."""
 
 from __future__ import annotations
 
@@ -9,16 +12,18 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
 from pimlico.clock import FixedClock
-from pimlico.db.audit import WriteContext
+from pimlico.db.audit import WriteContext, current_revision, verify
 from pimlico.db.tables import AuditEventRow, JobRow
 from pimlico.domain.requests import RequestStatus, Ticket
 from pimlico.jobs import outbox
 from pimlico.jobs.handlers import HANDLERS
 from pimlico.jobs.worker import Job, Worker
 from pimlico.services import requests
+from pimlico.services.approvals import ADVANCE_JOB
 from pimlico.services.runtime import Pimlico
 from tests.integration.test_requests import (  # noqa: F401 (settings is a fixture)
     _u,
@@ -35,10 +40,18 @@ SECOND = timedelta(seconds=1)
 
 
 class Recorder:
-    """Test handlers: ``test.record`` counts its calls per job; ``test.fail`` always raises."""
+    """Test handlers: ``test.record`` counts its calls per job; ``test.fail`` always raises;
+    ``test.audit`` counts its calls and writes one audit event; ``test.audit_then_fail`` writes
+    one and raises; ``test.conflict`` writes one, then a row that breaks the jobs' primary key;
+    ``test.flaky`` raises on its first attempt and audits on the next; ``test.peek`` notes how
+    many jobs are running; ``test.steal`` hands the job named in its payload to another worker,
+    as a takeover after a lease ran out would; ``test.sabotage`` makes the commit of its write
+    fail, once."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.running: list[int] = []
+        self.sabotaged = False
         self._lock = threading.Lock()
 
     def record(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
@@ -48,9 +61,67 @@ class Recorder:
     def fail(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
         raise RuntimeError(f"downstream unavailable (attempt {job.attempt})")
 
+    def audit(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
+        self.record(rt, w, job)
+        w.record(action="test.ran", target_type="test", target_id=job.id, before=None, after={})
+
+    def audit_then_fail(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
+        self.audit(rt, w, job)
+        self.fail(rt, w, job)
+
+    def conflict(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
+        self.audit(rt, w, job)
+        w.session.add(
+            JobRow(
+                id=job.id,
+                kind=job.kind,
+                payload={},
+                due_at=w.at,
+                created_at=w.at,
+                attempts=0,
+                status="pending",
+            )
+        )
+
+    def flaky(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
+        if job.attempt == 1:
+            self.fail(rt, w, job)
+        self.audit(rt, w, job)
+
+    def peek(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
+        running = select(func.count()).select_from(JobRow).where(JobRow.status == "running")
+        self.running.append(w.session.execute(running).scalar_one())
+
+    def steal(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
+        w.session.execute(
+            update(JobRow)
+            .where(JobRow.id == job.payload["victim"])
+            .values(claimed_by="w2", attempts=JobRow.attempts + 1)
+        )
+
+    def sabotage(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
+        if not self.sabotaged:
+            self.sabotaged = True
+            event.listen(w.session, "before_commit", _refuse_commit)
+
     def worker(self, rt: Pimlico, name: str = "w1", **kwargs: object) -> Worker:
-        handlers = {"test.record": self.record, "test.fail": self.fail}
+        handlers = {
+            "test.record": self.record,
+            "test.fail": self.fail,
+            "test.audit": self.audit,
+            "test.audit_then_fail": self.audit_then_fail,
+            "test.conflict": self.conflict,
+            "test.flaky": self.flaky,
+            "test.peek": self.peek,
+            "test.steal": self.steal,
+            "test.sabotage": self.sabotage,
+        }
         return Worker(rt, handlers, name=name, **kwargs)  # type: ignore[arg-type]
+
+
+def _refuse_commit(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint's release commits too
+        raise RuntimeError("the commit failed")
 
 
 def add(rt: Pimlico, kind: str, due: timedelta = timedelta(0), n: int = 1) -> list[str]:
@@ -71,6 +142,28 @@ def job(rt: Pimlico, job_id: str) -> JobRow:
         assert row is not None
         s.expunge(row)
         return row
+
+
+def in_order(rt: Pimlico, kinds: list[str]) -> list[str]:
+    """One job of each kind, all due now, claimed in the order given."""
+    with rt.writing(OPERATOR) as w:
+        ids = [
+            outbox.enqueue(w, kind=kind, payload={}, due_at=w.at - SECOND * (len(kinds) - i))
+            for i, kind in enumerate(kinds)
+        ]
+    return [i for i in ids if i is not None]
+
+
+def revision(rt: Pimlico) -> int:
+    with rt.reading() as s:
+        return current_revision(s)
+
+
+def audited(rt: Pimlico) -> list[str]:
+    """The jobs ``test.audit`` wrote an event for (one entry per event), sorted."""
+    with rt.reading() as s:
+        events = select(AuditEventRow.target_id).where(AuditEventRow.action == "test.ran")
+        return sorted(s.scalars(events))
 
 
 def test_a_job_enqueued_in_a_rolled_back_write_never_exists(rt: Pimlico) -> None:
@@ -183,6 +276,108 @@ def test_a_commit_that_enqueues_wakes_the_workers_of_this_process(rt: Pimlico) -
             outbox.unlisten(s, wake)
 
 
+@pytest.mark.parametrize("group", [1, 50])
+@pytest.mark.parametrize(
+    ("failing", "error"),
+    [("test.audit_then_fail", "RuntimeError: "), ("test.conflict", "IntegrityError: ")],
+)
+def test_a_failing_job_in_a_batch_undoes_only_itself_and_leaves_the_audit_chain_whole(
+    rt: Pimlico, clock: FixedClock, group: int, failing: str, error: str
+) -> None:
+    ids = in_order(rt, ["test.audit"] * 5 + [failing] + ["test.audit"] * 5)
+    others = ids[:5] + ids[6:]
+    before = revision(rt)
+
+    assert Recorder().worker(rt, group=group).run_once(clock.now()) == 11
+
+    assert revision(rt) == before + 1, "the batch ran in one write"
+    assert {(job(rt, i).status, job(rt, i).attempts) for i in others} == {("done", 1)}
+    failed = job(rt, ids[5])
+    assert (failed.status, failed.attempts, failed.claimed_by) == ("pending", 1, None)
+    assert failed.last_error is not None
+    assert failed.last_error.startswith(error)
+    assert SECOND <= failed.due_at - clock.now() <= SECOND * 1.1
+    assert audited(rt) == sorted(others)
+    with rt.reading() as s:
+        assert verify(s) is None
+
+
+def test_a_job_that_failed_in_a_batch_runs_again_when_its_retry_falls_due(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    worker = Recorder().worker(rt)
+    first, flaky, last = in_order(rt, ["test.audit", "test.flaky", "test.audit"])
+
+    assert worker.run_once(clock.now()) == 3
+    retry = job(rt, flaky)
+    assert (retry.status, retry.attempts) == ("pending", 1)
+    assert worker.run_once(retry.due_at - timedelta(microseconds=1)) == 0
+    clock.set(retry.due_at)
+    assert worker.run_once(clock.now()) == 1
+
+    done = job(rt, flaky)
+    assert (done.status, done.attempts, done.finished_at) == ("done", 2, clock.now())
+    assert audited(rt) == sorted([first, flaky, last])
+
+
+def test_a_write_holds_the_lock_for_at_most_hold_and_the_rest_go_on_in_the_next(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    recorder = Recorder()
+    ids = add(rt, "test.audit", n=4)
+    before = revision(rt)
+
+    assert recorder.worker(rt, hold=timedelta(0)).run_once(clock.now()) == 4
+
+    assert revision(rt) == before + 4, "at least one job per write, then the budget is spent"
+    assert {job(rt, i).status for i in ids} == {"done"}
+    assert recorder.calls == Counter(dict.fromkeys(ids, 1))
+    assert audited(rt) == sorted(ids)
+
+
+def test_a_claim_takes_at_most_batch_jobs(rt: Pimlico, clock: FixedClock) -> None:
+    recorder = Recorder()
+    add(rt, "test.peek", n=25)
+
+    assert recorder.worker(rt, batch=10).run_once(clock.now()) == 25
+
+    assert sorted(set(recorder.running)) == [5, 10]
+
+
+def test_a_claimed_job_taken_over_before_its_write_is_skipped(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    recorder = Recorder()
+    with rt.writing(OPERATOR) as w:
+        victim = outbox.enqueue(w, kind="test.audit", payload={}, due_at=w.at)
+        outbox.enqueue(w, kind="test.steal", payload={"victim": victim}, due_at=w.at - SECOND)
+    assert victim is not None
+
+    assert recorder.worker(rt, hold=timedelta(0)).run_once(clock.now()) == 2
+
+    assert recorder.calls[victim] == 0
+    row = job(rt, victim)
+    assert (row.status, row.claimed_by, row.attempts) == ("running", "w2", 2)
+    assert audited(rt) == []
+
+
+def test_a_batch_that_fails_as_a_whole_runs_again_one_write_per_job_each_once(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    recorder = Recorder()
+    ids = in_order(rt, ["test.audit", "test.sabotage", "test.audit"])
+    before = revision(rt)
+
+    assert recorder.worker(rt).run_once(clock.now()) == 3
+
+    assert {(job(rt, i).status, job(rt, i).attempts) for i in ids} == {("done", 1)}
+    assert revision(rt) == before + 3, "the failed batch left nothing; then one write per job"
+    assert recorder.calls == Counter({ids[0]: 2, ids[2]: 2})
+    assert audited(rt) == sorted([ids[0], ids[2]])
+    with rt.reading() as s:
+        assert verify(s) is None
+
+
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_two_workers_never_run_the_same_job(rt: Pimlico, clock: FixedClock) -> None:
     recorder = Recorder()
@@ -218,9 +413,10 @@ def test_a_pending_request_expires_when_the_worker_runs_at_its_timeout_not_befor
     with_mfa(rt, clock, alex)
     asked = activate(rt, alex, target, justification="why", ticket=Ticket("SN", "1")).value.request
     due = asked.requested_at + timedelta(days=1)
+    advancing = [ADVANCE_JOB]  # (the other jobs of the set-up, such as events, aside)
     with rt.reading() as s:
-        assert outbox.next_due(s) == due
-    worker = Worker(rt, HANDLERS, name="w1")
+        assert outbox.next_due(s, advancing) == due
+    worker = Worker(rt, {ADVANCE_JOB: HANDLERS[ADVANCE_JOB]}, name="w1")
 
     clock.set(due - SECOND)
     assert worker.run_once(clock.now()) == 0
@@ -239,5 +435,5 @@ def test_a_pending_request_expires_when_the_worker_runs_at_its_timeout_not_befor
             )
         ).all()
         assert [e.actor for e in expired] == ["system:worker:w1"]
-        assert outbox.next_due(s) is None
+        assert outbox.next_due(s, advancing) is None
     assert worker.run_once(clock.now() + timedelta(days=2)) == 0
