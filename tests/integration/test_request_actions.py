@@ -503,3 +503,23 @@ def test_an_update_without_a_new_end_keeps_it_and_a_future_change_is_provisioned
     assert moved.window is not None
     assert (moved.window.start, moved.window.end) == (start + DAY, start + 30 * DAY)
     assert moved.request.status is RequestStatus.PROVISIONED
+
+
+def test_an_activation_is_activated_again_not_extended(rt: Pimlico, clock: FixedClock) -> None:
+    alex = person(rt, "alex")
+    _eligible_for(rt, alex, 30)
+    policy(rt, READER, {"activation": {"require_justification": False}})
+    with_mfa(rt, clock, alex)
+    requests.submit(rt, actor=alex, action=RequestAction.SELF_ACTIVATE, kind=ACTIVE, target=READER)
+
+    with pytest.raises(PolicyViolation) as caught:
+        requests.submit(
+            rt,
+            actor=alex,
+            action=RequestAction.SELF_EXTEND,
+            kind=ACTIVE,
+            target=READER,
+            justification="more time",
+            schedule=Schedule(duration=30 * DAY),
+        )
+    assert "activate again" in caught.value.errors[0].message

@@ -43,7 +43,7 @@ from pimlico.domain.requests import (
     Schedule,
     Ticket,
 )
-from pimlico.errors import FieldError, InvalidInput, RoleAssignmentExists
+from pimlico.errors import FieldError, InvalidInput, PolicyViolation, RoleAssignmentExists
 from pimlico.jobs.events import publish
 from pimlico.services import assignments
 from pimlico.services.approvals import may_decide, schedule_advance
@@ -172,6 +172,18 @@ def _submit_self(rt: Pimlico, w: WriteContext, request: Request, *, dry_run: boo
         mfa_fresh=request.mfa_verified_at is not None,
     )
     judged.raise_for_problems()
+    prolongs = request.action in (RequestAction.SELF_EXTEND, RequestAction.SELF_RENEW)
+    if prolongs and acted_on is not None and acted_on.activated_from is not None:
+        raise PolicyViolation(
+            [
+                FieldError(
+                    "target",
+                    "ExpirationRule",
+                    f"assignment {acted_on.id} is an activation, bounded by the activation "
+                    "maximum: activate again instead of extending or renewing it",
+                )
+            ]
+        )
     if request.action is RequestAction.SELF_RENEW:
         _refuse_a_second(s, request, w.at)
     if judged.needs_approval:
