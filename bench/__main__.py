@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench import decisions
+from bench import activations, decisions, worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +21,11 @@ class Benchmark:
     run: Callable[[argparse.Namespace], int]
 
 
-BENCHMARKS = (Benchmark(decisions.NAME, decisions.add_arguments, decisions.run),)
+BENCHMARKS = (
+    Benchmark(decisions.NAME, decisions.add_arguments, decisions.run),
+    Benchmark(worker.NAME, worker.add_arguments, worker.run),
+    Benchmark(activations.NAME, activations.add_arguments, activations.run),
+)
 
 
 def _scale(text: str) -> float:

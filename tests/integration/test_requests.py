@@ -19,7 +19,6 @@ from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Ta
 from pimlico.domain.requests import RequestAction, RequestStatus, Schedule, Ticket
 from pimlico.errors import (
     ActiveDurationTooShort,
-    InvalidInput,
     PermissionDenied,
     PimlicoError,
     PolicyViolation,
@@ -84,9 +83,7 @@ def policy(rt: Pimlico, target: Target, changes: dict[str, object]) -> None:
     )
 
 
-def activate(
-    rt: Pimlico, me: Actor, target: Target, **kwargs: object
-) -> Written[RequestView]:
+def activate(rt: Pimlico, me: Actor, target: Target, **kwargs: object) -> Written[RequestView]:
     return requests.submit(
         rt,
         actor=me,

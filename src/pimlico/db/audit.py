@@ -6,6 +6,11 @@ A write transaction is::
     ...change rows...; ctx.record(action=..., target_type=..., target_id=..., before=..., after=...)
     revision = finish_write(ctx)                             # then the caller commits
 
+``record`` chains the event at once but keeps it on the context; ``finish_write`` inserts a
+write's events in one statement, then the head. (Nothing reads a write's own events before
+it commits, and each one the session flushed on its way would cost a round trip under the
+lock.)
+
 ``begin_write`` must be the transaction's first statement: its ``UPDATE pim_state`` takes the
 one row lock every writer takes, which serialises writers. That is what makes revisions
 gap-free and in commit order, and the chain linear; on SQLite it also takes the write lock
@@ -19,12 +24,12 @@ import csv
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from pimlico.db.tables import AuditEventRow, PimStateRow
+from pimlico.db.tables import AuditEventRow, Base, PimStateRow
 from pimlico.domain.audit import AuditRecord, canonical_json, compute_hash, verify_chain
 from pimlico.errors import BrokenLink, FieldError, InvalidInput
 
@@ -49,6 +54,23 @@ EXPORT_FIELDS = (
 # them) refuses what PostgreSQL would refuse.
 _MAX_LENGTHS = {"actor": 256, "action": 128, "target_type": 32, "target_id": 256, "request_id": 64}
 
+# Every write runs these, inside the lock: built once (a statement is immutable, and
+# SQLAlchemy keeps its cache key on it), on the tables rather than the entities (Core
+# statements skip the ORM's bulk-update machinery: about half the cost of each).
+_STATE = Base.metadata.tables[PimStateRow.__tablename__]
+_NEXT_REVISION = (
+    update(_STATE)
+    .where(_STATE.c.id == 1)
+    .values(revision=_STATE.c.revision + 1)
+    .returning(_STATE.c.revision, _STATE.c.audit_sequence, _STATE.c.audit_hash)
+)
+_WRITE_HEAD = (
+    update(_STATE)
+    .where(_STATE.c.id == 1)
+    .values(audit_sequence=bindparam("head_sequence"), audit_hash=bindparam("head_hash"))
+)
+_INSERT_EVENTS = insert(Base.metadata.tables[AuditEventRow.__tablename__])
+
 
 @dataclass
 class WriteContext:
@@ -62,6 +84,7 @@ class WriteContext:
     audit_sequence: int = field(repr=False, default=0)
     audit_hash: str = field(repr=False, default="")
     _finished: bool = field(repr=False, default=False)
+    _events: list[dict[str, Any]] = field(repr=False, default_factory=list)
 
     def record(
         self,
@@ -94,25 +117,38 @@ class WriteContext:
             reason=reason,
             request_id=self.request_id,
         )
-        self.session.add(
-            AuditEventRow(
-                sequence=sequence,
-                revision=self.revision,
-                occurred_at=self.at,
-                actor=self.actor,
-                action=action,
-                target_type=target_type,
-                target_id=target_id,
-                before=before_json,
-                after=after_json,
-                reason=reason,
-                request_id=self.request_id,
-                prev_hash=self.audit_hash,
-                hash=digest,
-            )
+        self._forget_undone()
+        self._events.append(
+            {
+                "sequence": sequence,
+                "revision": self.revision,
+                "occurred_at": self.at,
+                "actor": self.actor,
+                "action": action,
+                "target_type": target_type,
+                "target_id": target_id,
+                "before": before_json,
+                "after": after_json,
+                "reason": reason,
+                "request_id": self.request_id,
+                "prev_hash": self.audit_hash,
+                "hash": digest,
+            }
         )
         self.audit_sequence = sequence
         self.audit_hash = digest
+
+    def changes(self) -> list[tuple[str, str]]:
+        """``(target_type, target_id)`` of the events recorded so far, in order, each once:
+        what this write changes, as ``changes_since`` will report it once committed."""
+        self._forget_undone()
+        return list(dict.fromkeys((e["target_type"], e["target_id"]) for e in self._events))
+
+    def _forget_undone(self) -> None:
+        # A caller that rolls back a savepoint sets the chain head back with it (the worker
+        # does): the events recorded past the head went with the savepoint.
+        while self._events and self._events[-1]["sequence"] > self.audit_sequence:
+            self._events.pop()
 
 
 def begin_write(
@@ -126,14 +162,7 @@ def begin_write(
     if at.tzinfo is None:
         raise ValueError("begin_write needs an aware datetime (UTC)")
     _check_lengths(actor=actor, request_id=request_id)
-    statement = (
-        update(PimStateRow)
-        .where(PimStateRow.id == 1)
-        .values(revision=PimStateRow.revision + 1)
-        .returning(PimStateRow.revision, PimStateRow.audit_sequence, PimStateRow.audit_hash)
-        .execution_options(synchronize_session=False)
-    )
-    row = session.execute(statement).one_or_none()
+    row = session.execute(_NEXT_REVISION).one_or_none()
     if row is None:
         raise RuntimeError("pim_state has no row: is the database migrated?")
     revision, audit_sequence, audit_hash = row
@@ -156,11 +185,11 @@ def finish_write(ctx: WriteContext) -> int:
     if ctx._finished:
         raise RuntimeError("finish_write() called twice for one write")
     ctx.session.flush()
+    ctx._forget_undone()
+    if ctx._events:
+        ctx.session.execute(_INSERT_EVENTS, ctx._events)
     ctx.session.execute(
-        update(PimStateRow)
-        .where(PimStateRow.id == 1)
-        .values(audit_sequence=ctx.audit_sequence, audit_hash=ctx.audit_hash)
-        .execution_options(synchronize_session=False)
+        _WRITE_HEAD, {"head_sequence": ctx.audit_sequence, "head_hash": ctx.audit_hash}
     )
     ctx._finished = True
     return ctx.revision

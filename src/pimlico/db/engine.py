@@ -31,14 +31,22 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` (SQLite or PostgreSQL via psycopg 3)."""
+def make_engine(url: str, *, connections: int | None = None) -> Engine:
+    """An engine for ``url`` (SQLite or PostgreSQL via psycopg 3).
+
+    ``connections`` caps its pool at that many connections, with no overflow: for a caller
+    that never uses more at once (the decision index's follower uses one, under its lock).
+    Without it, SQLAlchemy's default pool: 5 kept, 10 more on demand.
+    """
     parsed = make_url(normalise_url(url))
+    pool: dict[str, Any] = {}
+    if connections is not None:
+        pool = {"pool_size": connections, "max_overflow": 0}
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"check_same_thread": False})
+        engine = create_engine(parsed, connect_args={"check_same_thread": False}, **pool)
         _take_over_sqlite_transactions(engine)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    return create_engine(parsed, pool_pre_ping=True, **pool)
 
 
 def _take_over_sqlite_transactions(engine: Engine) -> None:

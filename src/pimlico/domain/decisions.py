@@ -182,8 +182,9 @@ class DecisionIndex:
     """The in-memory decision index. Feed it with the ``put_*``/``end_*`` methods (at build
     time and when following the store), then ask ``decide`` and ``effective_access``.
 
-    Not thread-safe for writers: one owner applies changes; readers may decide concurrently
-    with each other.
+    Not thread-safe for writers: one owner applies changes. Readers may ask concurrently with
+    each other and with that owner: every change replaces or appends (never mutates what a
+    reader may be walking), and an entry a change has just dropped reads as not held.
     """
 
     def __init__(self, max_depth: int = 8) -> None:
@@ -415,7 +416,10 @@ class DecisionIndex:
             if path[2].via != "self":
                 groups.append(HeldGroup(pid, "member", chain_of(path), from_ts(path[1])))
             for aid in sorted(self._by_principal.get(pid, ())):
-                _, role_id, g_scope, g_start, g_end = self._grants[aid]
+                held_grant = self._grants.get(aid)
+                if held_grant is None:  # dropped by a follow still in progress: not held now
+                    continue
+                _, role_id, g_scope, g_start, g_end = held_grant
                 if g_start <= t < g_end:
                     roles.append(self._grant(aid, role_id, g_scope, "", pid, path, g_start, g_end))
                     perms.update((p, g_scope) for p in self._role_perms.get(role_id, ()))

@@ -12,17 +12,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pimlico.db import mappers
 from pimlico.db.audit import changes_since, current_revision
+from pimlico.db.engine import make_engine, make_sessionmaker
 from pimlico.db.tables import (
     AssignmentRow,
+    Base,
     GroupRow,
     MembershipRow,
     RoleRow,
@@ -45,23 +48,26 @@ from pimlico.errors import InvalidInput, PermissionDenied
 if TYPE_CHECKING:
     from pimlico.services.runtime import Actor, Pimlico
 
-_Row = TypeVar("_Row")
 _BATCH = 10_000
 _IN_CHUNK = 5_000
 """Ids per ``IN (...)`` list: PostgreSQL takes at most 65,535 parameters a statement."""
 
 
-def _stream(
-    session: Session, table: type[_Row], ids: Iterable[str] | None = None
-) -> Iterable[_Row]:
-    query = select(table)
-    if ids is not None:
-        query = query.where(table.id.in_(list(ids)))  # type: ignore[attr-defined]
-    yield from session.scalars(query.execution_options(yield_per=_BATCH))
+def _stream(session: Session, table: type[Base], ids: Iterable[str] | None = None) -> Iterable[Any]:
+    """The rows of ``table`` as plain column rows, which the mappers read by attribute name
+    like entities (no ORM objects to build and track for rows that are only fed and dropped):
+    every row, streamed in batches (a server-side cursor), or those of ``ids`` in one plain
+    fetch (a cursor would cost three round trips for a few rows)."""
+    columns = Base.metadata.tables[table.__tablename__]
+    query = select(columns)
+    if ids is None:
+        yield from session.execute(query.execution_options(yield_per=_BATCH))
+    else:
+        yield from session.execute(query.where(columns.c.id.in_(list(ids))))
 
 
 _FEEDERS: dict[
-    str, tuple[type[Any], Callable[[DecisionIndex, Any], None], Callable[[Any], Any]]
+    str, tuple[type[Base], Callable[[DecisionIndex, Any], None], Callable[[Any], Any]]
 ] = {
     "user": (UserRow, feed_user, mappers.user),
     "service_account": (ServiceAccountRow, feed_user, mappers.service_account),
@@ -74,13 +80,31 @@ _FEEDERS: dict[
 
 
 class DecisionFollower:
-    """This process's decision index, kept at or past the revision callers ask for."""
+    """This process's decision index, kept at or past the revision callers ask for.
+
+    It reads the store through a connection of its own (its reads all run under its lock, so
+    one is enough), never the runtime's pool: a write that holds the write lock may have to
+    wait for the index to follow the write before it, and the writers queued behind the lock
+    may hold every connection of the pool.
+    """
 
     def __init__(self, runtime: Pimlico) -> None:
         self._runtime = runtime
+        self.engine = make_engine(
+            runtime.engine.url.render_as_string(hide_password=False), connections=1
+        )
+        self._sessions = make_sessionmaker(self.engine)
         self._index: DecisionIndex | None = None
         self._lock = threading.Lock()
         self._followed_at = 0.0
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
 
     @property
     def index(self) -> DecisionIndex:
@@ -92,7 +116,7 @@ class DecisionFollower:
 
     def _build(self) -> DecisionIndex:
         index = DecisionIndex(max_depth=self._runtime.settings.max_nesting_depth)
-        with self._runtime.reading() as session:
+        with self._reading() as session:
             # The revision first: whatever commits while we read is replayed by the follow.
             index.revision = current_revision(session)
             with index.bulk():
@@ -109,17 +133,52 @@ class DecisionFollower:
         with self._lock:
             return self._follow(self._index)
 
+    def follow_write(self, revision: int, changes: Iterable[tuple[str, str]]) -> int:
+        """Apply the write of ``revision`` this process has just committed, whose audit
+        events named ``changes``; return the index's revision.
+
+        When the index stands right below it (the usual case: every write of this process
+        follows itself), the write's own changes are all there is to apply, so only the
+        changed entities are read: neither the head nor the change feed.
+        """
+        if self._index is None:
+            return 0
+        with self._lock:
+            index = self._index
+            if index.revision != revision - 1:
+                return index.revision if index.revision >= revision else self._follow(index)
+            self._followed_at = time.monotonic()
+            changed: dict[str, set[str]] = defaultdict(set)
+            for target_type, target_id in changes:
+                if target_type in _FEEDERS:
+                    changed[target_type].add(target_id)
+            if changed:
+                with self._reading() as session:
+                    _apply(session, index, changed)
+            index.revision = revision
+            return revision
+
     def current(self) -> DecisionIndex:
         """The index, caught up with every change committed so far (one small query when
         nothing changed). Authorization uses this: a revoked administrator is refused at once,
-        whichever process revoked them."""
+        whichever process revoked them.
+
+        Inside a write nothing else can commit, so an index at the revision just below the
+        write's is current without a query.
+        """
         index = self.index
-        self.follow()
+        writing = self._runtime.write_in_progress()
+        if writing is None:
+            self.follow()
+            return index
+        with self._lock:  # waits for a follow in progress (the write before this one)
+            if index.revision < writing - 1:
+                self._follow(index)
         return index
 
     def _follow(self, index: DecisionIndex) -> int:
         self._followed_at = time.monotonic()
-        with self._runtime.reading() as session:
+        with self._reading() as session:
             head = current_revision(session)
             if head <= index.revision:
                 return index.revision
@@ -127,14 +186,7 @@ class DecisionFollower:
             for _, target_type, target_id in changes_since(session, index.revision):
                 if target_type in _FEEDERS:
                     changed[target_type].add(target_id)
-            with index.bulk():
-                # In the build's order (principals and groups before the edges between them),
-                # whatever order the changes came in.
-                for target_type, (table, feed, to_entity) in _FEEDERS.items():
-                    ids = sorted(changed.get(target_type, ()))
-                    for start in range(0, len(ids), _IN_CHUNK):
-                        for row in _stream(session, table, ids[start : start + _IN_CHUNK]):
-                            feed(index, to_entity(row))
+            _apply(session, index, changed)
             index.revision = head
         return head
 
@@ -153,6 +205,18 @@ class DecisionFollower:
                     f"at_least_revision {revision} is ahead of the store (at {reached})"
                 )
         return index
+
+
+def _apply(session: Session, index: DecisionIndex, changed: dict[str, set[str]]) -> None:
+    """Re-read the changed entities (type → ids) and feed them, in one bulk block."""
+    with index.bulk():
+        # In the build's order (principals and groups before the edges between them),
+        # whatever order the changes came in.
+        for target_type, (table, feed, to_entity) in _FEEDERS.items():
+            ids = sorted(changed.get(target_type, ()))
+            for start in range(0, len(ids), _IN_CHUNK):
+                for row in _stream(session, table, ids[start : start + _IN_CHUNK]):
+                    feed(index, to_entity(row))
 
 
 def _may_ask_about(runtime: Pimlico, actor: Actor | None, principal_id: str) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from pimlico.db.tables import Base, GroupRow, RoleRow, ServiceAccountRow, UserRow
@@ -23,11 +23,19 @@ _EMAIL = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>.]+(\.[^@\s;,<>.]+)+$")
 MAX_TEXT = 4000
 
 
+_BY_ID: dict[tuple[type[Base], bool], Select[Any]] = {}
+"""(table, lock) → its look-up by id, built once: use cases call ``get_row`` under the write
+lock, where building and keying a statement on every call is time every writer waits for."""
+
+
 def get_row(session: Session, table: type[R], row_id: str, what: str, *, lock: bool = False) -> R:
-    query = select(table).where(table.id == row_id)  # type: ignore[attr-defined]
-    if lock:
-        query = query.with_for_update()
-    row = session.scalars(query).one_or_none()
+    query = _BY_ID.get((table, lock))
+    if query is None:
+        query = select(table).where(table.id == bindparam("row_id"))  # type: ignore[attr-defined]
+        if lock:
+            query = query.with_for_update()
+        _BY_ID[(table, lock)] = query
+    row: R | None = session.scalars(query, {"row_id": row_id}).one_or_none()
     if row is None:
         raise NotFound(f"{what} {row_id} does not exist")
     return row

@@ -7,10 +7,12 @@ version it read is refused if someone changed the policy since.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from pimlico.db.tables import GroupRow, RoleRow, RoleSettingsRow
@@ -39,6 +41,25 @@ class Policy:
     version: int
 
 
+_DECODED_MAX = 10_000
+_decoded: dict[str, tuple[dict[str, Any], RoleSettings]] = {}
+"""Row id → (the stored document, as decoded; the settings it decodes to)."""
+
+
+def _decode(row: RoleSettingsRow) -> RoleSettings:
+    """``from_dict(row.settings)``, reused while the row's document is equal to the one
+    decoded (compared whole, so a document changed behind ``update_policy``'s back is
+    decoded again)."""
+    known = _decoded.get(row.id)
+    if known is not None and known[0] == row.settings:
+        return known[1]
+    settings = from_dict(row.settings)
+    if len(_decoded) >= _DECODED_MAX:
+        _decoded.clear()
+    _decoded[row.id] = (copy.deepcopy(row.settings), settings)
+    return settings
+
+
 def _check_target(session: Session, target_type: TargetType, object_id: str) -> None:
     if target_type is TargetType.ROLE:
         get_row(session, RoleRow, object_id, "role")
@@ -46,12 +67,16 @@ def _check_target(session: Session, target_type: TargetType, object_id: str) -> 
         get_row(session, GroupRow, object_id, "group")
 
 
+_BY_TARGET = select(RoleSettingsRow).where(
+    RoleSettingsRow.target_type == bindparam("target_type"),
+    RoleSettingsRow.object_id == bindparam("object_id"),
+)
+"""Built once: every activation runs it under the write lock."""
+
+
 def _row(session: Session, target_type: TargetType, object_id: str) -> RoleSettingsRow | None:
     return session.scalars(
-        select(RoleSettingsRow).where(
-            RoleSettingsRow.target_type == target_type.value,
-            RoleSettingsRow.object_id == object_id,
-        )
+        _BY_TARGET, {"target_type": target_type.value, "object_id": object_id}
     ).one_or_none()
 
 
@@ -60,7 +85,7 @@ def load_policy(session: Session, target_type: TargetType, object_id: str) -> Po
     row = _row(session, target_type, object_id)
     if row is None:
         return Policy(target_type, object_id, RoleSettings.default(), 0)
-    return Policy(target_type, object_id, from_dict(row.settings), row.version)
+    return Policy(target_type, object_id, _decode(row), row.version)
 
 
 def get_policy(rt: Pimlico, *, actor: Actor, target_type: TargetType, object_id: str) -> Policy:

@@ -7,6 +7,7 @@ globals. Also the write transaction (``writing``) and who is acting (``Actor``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,8 +89,10 @@ class Pimlico:
         self.engine = engine or make_engine(settings.database_url)
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self.decisions = DecisionFollower(self)
+        self._thread = threading.local()
 
     def close(self) -> None:
+        self.decisions.close()
         self.engine.dispose()
 
     def __enter__(self) -> Pimlico:
@@ -103,6 +106,16 @@ class Pimlico:
         with self.sessions() as session, session.begin():
             yield session
 
+    def write_in_progress(self) -> int | None:
+        """The revision of the write this thread has open in this runtime, if any.
+
+        While it is open the write lock keeps every other commit out, so the store's
+        committed head is exactly one below it: the decision index uses that to know it is
+        current without asking the store (see ``DecisionFollower.current``).
+        """
+        revision: int | None = getattr(self._thread, "writing", None)
+        return revision
+
     @contextmanager
     def writing(self, actor: Actor, *, request_id: str | None = None) -> Iterator[WriteContext]:
         """One write transaction: the write lock first, audit events inside, commit at the end.
@@ -110,14 +123,19 @@ class Pimlico:
         The decision index of this process follows the write as soon as it commits, so the
         caller's next decision sees it.
         """
+        outer = self.write_in_progress()
         with self.sessions() as session:
             with session.begin():
                 ctx = begin_write(
                     session, actor=actor.name, at=self.clock.now(), request_id=request_id
                 )
-                yield ctx
-                finish_write(ctx)
+                self._thread.writing = ctx.revision
+                try:
+                    yield ctx
+                    finish_write(ctx)
+                finally:
+                    self._thread.writing = outer
             try:
-                self.decisions.follow()
+                self.decisions.follow_write(ctx.revision, ctx.changes())
             except Exception:  # the write is committed: report, never undo it by raising
                 log.exception("decision index could not follow revision %s", ctx.revision)
