@@ -50,6 +50,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
+        self.order: list[str] = []
         self.running: list[int] = []
         self.sabotaged = False
         self._lock = threading.Lock()
@@ -57,6 +58,7 @@ class Recorder:
     def record(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
         with self._lock:
             self.calls[job.id] += 1
+            self.order.append(job.id)
 
     def fail(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
         raise RuntimeError(f"downstream unavailable (attempt {job.attempt})")
@@ -252,6 +254,24 @@ def test_a_job_whose_worker_died_is_claimed_again_when_its_lease_runs_out(
     done = job(rt, orphan)
     assert (done.status, done.claimed_by, done.attempts) == ("done", "w1", 2)
     assert recorder.calls[orphan] == 1
+
+
+def test_claims_take_pending_jobs_and_lapsed_leases_together_the_earliest_due_first(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    recorder = Recorder()
+    first, second, third, fourth = in_order(rt, ["test.record"] * 4)
+    with rt.sessions() as s, s.begin():
+        s.execute(
+            update(JobRow)
+            .where(JobRow.id.in_([first, third]))
+            .values(status="running", claimed_by="dead", attempts=1, claimed_until=clock.now())
+        )
+
+    assert recorder.worker(rt, batch=2).run_once(clock.now()) == 4
+
+    assert recorder.order == [first, second, third, fourth]
+    assert {(job(rt, i).status, job(rt, i).attempts) for i in (first, third)} == {("done", 2)}
 
 
 def test_a_worker_only_claims_the_kinds_it_has_handlers_for(rt: Pimlico, clock: FixedClock) -> None:

@@ -9,16 +9,18 @@
 - ``event.publish`` / ``event.deliver``: published domain events go to the consumers the
   worker was started with (``jobs.events``).
 
-Every handler is idempotent (see ``pimlico.jobs.worker``).
+The ``assignment.*`` kinds and ``event.publish`` are batch handlers (``Batched``): when a shift
+ends, ten thousand of them fall due in the same second, and the worker hands each handler
+its consecutive jobs together. Every handler is idempotent (see ``pimlico.jobs.worker``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pimlico.db.audit import WriteContext
 from pimlico.jobs import events
-from pimlico.jobs.worker import Handler, Job
+from pimlico.jobs.worker import Batched, Handler, Job
 from pimlico.services import approvals, assignment_events, request_effects
 from pimlico.services.runtime import Pimlico
 
@@ -31,8 +33,8 @@ def provision_request(rt: Pimlico, w: WriteContext, job: Job) -> None:
     request_effects.provision_due(w, request_id=str(job.payload["request_id"]))
 
 
-def assignment_instant(rt: Pimlico, w: WriteContext, job: Job) -> None:
-    assignment_events.fall_due(w, job.kind, dict(job.payload))
+def assignment_instants(rt: Pimlico, w: WriteContext, jobs: Sequence[Job]) -> None:
+    assignment_events.fall_due(w, [(job.kind, job.payload) for job in jobs])
 
 
 def handlers(consumers: Mapping[str, events.Consumer] | None = None) -> dict[str, Handler]:
@@ -40,9 +42,9 @@ def handlers(consumers: Mapping[str, events.Consumer] | None = None) -> dict[str
     return {
         approvals.ADVANCE_JOB: advance_request,
         request_effects.PROVISION_JOB: provision_request,
-        assignment_events.START_JOB: assignment_instant,
-        assignment_events.REMIND_JOB: assignment_instant,
-        assignment_events.EXPIRE_JOB: assignment_instant,
+        assignment_events.START_JOB: Batched(assignment_instants),
+        assignment_events.REMIND_JOB: Batched(assignment_instants),
+        assignment_events.EXPIRE_JOB: Batched(assignment_instants),
         **events.handlers(consumers or {}),
     }
 

@@ -6,6 +6,13 @@ follow-ups commit together or not at all. It never commits, and never runs a job
 ``dedupe_key`` already used is not enqueued again (checked under the writer lock every write
 holds, with the unique constraint behind it).
 
+``enqueue_many`` is the set-based form, for the worker's batch handlers that enqueue a
+follow-up per job of thousands falling due at once: one ``SELECT`` of the taken keys for the
+whole list (a key repeated in the list is kept once too) and one ``INSERT`` executed for many
+rows, through SQLAlchemy Core — no ORM objects, whose unit of work costs more than the insert.
+``enqueue`` stays an ORM ``add``: a use case's few follow-ups are flushed with its other rows,
+in one statement, rather than sent one round trip each.
+
 Waking: after a commit that enqueued jobs, every worker of this process running on the same
 database is woken (``listen``); workers in other processes see the job within their cap.
 """
@@ -13,15 +20,16 @@ database is woken (``listen``); workers in other processes see the job within th
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, insert, select
 from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
-from pimlico.db.tables import JobRow
+from pimlico.db.tables import Base, JobRow
 from pimlico.domain.model import new_id
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
@@ -30,6 +38,19 @@ PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 _WAKE_FLAG = "pimlico.jobs.wake_after_commit"
 _lock = threading.Lock()
 _listeners: dict[str, set[threading.Event]] = {}
+_INSERT_JOBS = insert(Base.metadata.tables[JobRow.__tablename__])
+_KEYS_PER_SELECT = 1000
+"""Dedupe keys per ``IN`` list: far below SQLite's and PostgreSQL's limits on parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue (``enqueue_many``); the arguments of ``enqueue``."""
+
+    kind: str
+    payload: Mapping[str, Any]
+    due_at: datetime
+    dedupe_key: str | None = None
 
 
 def enqueue(
@@ -59,10 +80,56 @@ def enqueue(
         dedupe_key=dedupe_key,
     )
     s.add(job)
-    if not s.info.get(_WAKE_FLAG):
-        s.info[_WAKE_FLAG] = True
-        event.listen(s, "after_commit", _after_commit, once=True)
+    _wake_after_commit(s)
     return job.id
+
+
+def enqueue_many(ctx: WriteContext, jobs: Sequence[NewJob]) -> list[str | None]:
+    """Add ``jobs`` to the caller's write in one statement; their ids, in order, ``None`` for
+    each whose ``dedupe_key`` is taken (in the store, or earlier in ``jobs``)."""
+    if any(job.due_at.tzinfo is None for job in jobs):
+        raise ValueError("enqueue_many needs aware due_at instants (UTC)")
+    taken = _taken(ctx.session, sorted({j.dedupe_key for j in jobs if j.dedupe_key is not None}))
+    ids: list[str | None] = []
+    rows = []
+    for job in jobs:
+        if job.dedupe_key is not None:
+            if job.dedupe_key in taken:
+                ids.append(None)
+                continue
+            taken.add(job.dedupe_key)
+        ids.append(new_id())
+        rows.append(
+            {
+                "id": ids[-1],
+                "kind": job.kind,
+                "payload": dict(job.payload),
+                "due_at": job.due_at,
+                "created_at": ctx.at,
+                "attempts": 0,
+                "status": PENDING,
+                "dedupe_key": job.dedupe_key,
+            }
+        )
+    if rows:
+        ctx.session.execute(_INSERT_JOBS, rows)
+        _wake_after_commit(ctx.session)
+    return ids
+
+
+def _taken(session: Session, keys: list[str]) -> set[str]:
+    """Which of ``keys`` jobs already carry (the session's pending jobs flushed first)."""
+    found: set[str | None] = set()
+    for start in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[start : start + _KEYS_PER_SELECT]
+        found.update(session.scalars(select(JobRow.dedupe_key).where(JobRow.dedupe_key.in_(chunk))))
+    return {key for key in found if key is not None}
+
+
+def _wake_after_commit(session: Session) -> None:
+    if not session.info.get(_WAKE_FLAG):
+        session.info[_WAKE_FLAG] = True
+        event.listen(session, "after_commit", _after_commit, once=True)
 
 
 def next_due(session: Session, kinds: Collection[str] | None = None) -> datetime | None:

@@ -1,11 +1,14 @@
 """The worker: claims due jobs from the outbox, runs them in batches, records the outcomes.
 
-Claiming is one statement, ``WITH due AS MATERIALIZED (SELECT … LIMIT batch) UPDATE … FROM due
-RETURNING``, that marks up to ``batch`` jobs ``running`` with a lease (``claimed_until``) and
-commits at once. On PostgreSQL the select takes ``FOR UPDATE SKIP LOCKED``, so several workers
-claim disjoint jobs; on SQLite the statement holds the database's write lock (one worker is the
-supported setup there). A job whose lease ran out — its worker died — is claimable again, and
-its attempt counts.
+Claiming is one statement, ``WITH … due AS MATERIALIZED (SELECT … LIMIT batch) UPDATE … FROM
+due RETURNING``, that marks up to ``batch`` jobs ``running`` with a lease (``claimed_until``)
+and commits at once. The first due are taken: pending jobs due by now and running jobs whose
+lease ran out, each set found by an ordered scan of ``ix_jobs_status`` that stops after
+``batch`` rows (one ``WHERE`` with an ``OR`` of both made both databases sort every due job on
+every claim, quadratic in a burst). On PostgreSQL the selects take ``FOR UPDATE SKIP LOCKED``,
+so several workers claim disjoint jobs; on SQLite the statement holds the database's write
+lock (one worker is the supported setup there). A job whose lease ran out — its worker died —
+is claimable again, and its attempt counts.
 
 A claimed batch then runs in one ``rt.writing`` transaction, not one per job: every write
 takes the store's single write lock (``pim_state``), and a transaction per job cannot keep up
@@ -19,6 +22,13 @@ memory, and its jobs run again one savepoint each, so the failure undoes only it
 job that failed is, in the same transaction, put back to ``pending`` at
 ``now + base_delay * 2**(attempts - 1)`` (plus up to 10 % jitter) with ``last_error`` kept, or
 ``failed`` after ``max_attempts``.
+
+A kind whose jobs fall due by the thousand (an assignment's end, a published event's fan-out)
+registers a batch handler (``Batched``): the consecutive jobs of its kind in a group (the
+claim puts the jobs due at one instant in kind order) are given to one call, which works
+set-based — one read, one insert — for all of them. If that call raises, the group is undone
+and replayed one job per savepoint like any other, so one bad job never blocks the others and
+each job's effects still commit exactly once, with its ``done``.
 
 Why groups and not a savepoint per job: each savepoint costs round trips and a flush, and on
 PostgreSQL a subtransaction; past 64 in one transaction its subtransaction cache overflows and
@@ -57,20 +67,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import chain, islice
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ARRAY, Update, and_, any_, bindparam, select, union_all, update
 from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
-from pimlico.db.tables import JobRow
+from pimlico.db.tables import Base, JobRow
 from pimlico.jobs.outbox import DONE, FAILED, PENDING, RUNNING, listen, next_due, unlisten
 from pimlico.services.runtime import Actor, Pimlico
 
 log = logging.getLogger(__name__)
 
 _ERROR_LENGTH = 4000
+_JOBS = Base.metadata.tables[JobRow.__tablename__]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,21 @@ class Job:
 
 Handler = Callable[[Pimlico, WriteContext, Job], None]
 """Runs one job inside the write ``ctx`` (whose changes commit with the job's ``done``)."""
+
+BatchHandler = Callable[[Pimlico, WriteContext, Sequence[Job]], None]
+"""Runs many jobs of one kind at once inside the write ``ctx``, all or nothing (it raises if
+one fails: each job then runs again alone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """The handler of a kind whose jobs fall due by the thousand, run set-based: registered
+    with the ``Handler``s, and one of them (called with one job, it runs a batch of one)."""
+
+    run: BatchHandler
+
+    def __call__(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
+        self.run(rt, w, [job])
 
 
 class Worker:
@@ -131,6 +156,7 @@ class Worker:
         self.actor = Actor.operator(f"worker:{name}")
         self._wake = threading.Event()
         self._random = random.Random()  # noqa: S311 (jitter, not a secret)
+        self._claiming: Update | None = None
 
     def wake(self) -> None:
         """Look for due jobs now (also: after setting ``run_forever``'s ``stop``)."""
@@ -164,35 +190,58 @@ class Worker:
         return wait.total_seconds()
 
     def _claim(self, now: datetime) -> list[Job]:
-        claimable = and_(
-            JobRow.kind.in_(list(self.handlers)),
-            or_(
-                and_(JobRow.status == PENDING, JobRow.due_at <= now),
-                and_(JobRow.status == RUNNING, JobRow.claimed_until <= now),
-            ),
-        )
         with self.rt.sessions() as s, s.begin():
-            due = select(JobRow.id).where(claimable).order_by(JobRow.due_at).limit(self.batch)
-            if _is_postgres(s):
-                due = due.with_for_update(skip_locked=True)
-            # Materialized and joined, so the select runs once: as ``IN (subquery)``,
-            # PostgreSQL may plan a semi-join that re-runs it per row and claims far more
-            # than ``batch`` jobs, in time quadratic in the due jobs.
-            chosen = due.cte("due").prefix_with("MATERIALIZED")
+            if self._claiming is None:
+                self._claiming = self._claim_statement(postgres=_is_postgres(s))
             rows = s.execute(
-                update(JobRow)
-                .where(JobRow.id == chosen.c.id)
-                .values(
-                    status=RUNNING,
-                    claimed_by=self.name,
-                    claimed_until=now + self.lease,
-                    attempts=JobRow.attempts + 1,
-                )
-                .returning(JobRow.id, JobRow.kind, JobRow.payload, JobRow.due_at, JobRow.attempts)
-                .execution_options(synchronize_session=False)
+                self._claiming, {"now": now, "until": now + self.lease, "batch": self.batch}
             ).all()
         jobs = [Job(r.id, r.kind, r.payload, r.due_at, r.attempts) for r in rows]
-        return sorted(jobs, key=lambda job: job.due_at)
+        # By kind within one instant, so a batch kind's jobs come in long runs.
+        return sorted(jobs, key=lambda job: (job.due_at, job.kind))
+
+    def _claim_statement(self, *, postgres: bool) -> Update:
+        """Claim the ``batch`` first due jobs: pending ones due by ``now`` and running ones
+        whose lease ran out by ``now``, each found by its own ordered scan of
+        ``ix_jobs_status`` (as one ``OR``, both databases sorted every due job on every
+        claim: time quadratic in the jobs falling due at once)."""
+        kinds = _JOBS.c.kind.in_(list(self.handlers))
+        arms = []
+        for name, condition in (
+            ("pending", and_(_JOBS.c.status == PENDING, _JOBS.c.due_at <= bindparam("now"))),
+            ("lapsed", and_(_JOBS.c.status == RUNNING, _JOBS.c.claimed_until <= bindparam("now"))),
+        ):
+            arm = (
+                select(_JOBS.c.id, _JOBS.c.due_at)
+                .where(kinds, condition)
+                .order_by(_JOBS.c.due_at)
+                .limit(bindparam("batch"))
+            )
+            if postgres:
+                arm = arm.with_for_update(skip_locked=True)
+            arms.append(arm.cte(name).prefix_with("MATERIALIZED"))
+        both = union_all(*(select(arm.c.id, arm.c.due_at) for arm in arms)).subquery()
+        # Materialized and joined, so the select runs once: as ``IN (subquery)``,
+        # PostgreSQL may plan a semi-join that re-runs it per row and claims far more
+        # than ``batch`` jobs, in time quadratic in the due jobs.
+        chosen = (
+            select(both.c.id)
+            .order_by(both.c.due_at)
+            .limit(bindparam("batch"))
+            .cte("due")
+            .prefix_with("MATERIALIZED")
+        )
+        return (
+            update(_JOBS)
+            .where(_JOBS.c.id == chosen.c.id)
+            .values(
+                status=RUNNING,
+                claimed_by=self.name,
+                claimed_until=bindparam("until", type_=_JOBS.c.claimed_until.type),
+                attempts=_JOBS.c.attempts + 1,
+            )
+            .returning(_JOBS.c.id, _JOBS.c.kind, _JOBS.c.payload, _JOBS.c.due_at, _JOBS.c.attempts)
+        )
 
     def _run_claimed(self, jobs: Sequence[Job]) -> None:
         """Run claimed jobs in as few transactions as ``hold`` allows; if one fails as a
@@ -237,14 +286,15 @@ class Worker:
         jobs per savepoint; when one fails, the group is undone and its jobs run again, one
         savepoint each."""
         outcomes: list[tuple[Job, Exception | None]] = []
-        while (first := next(todo, None)) is not None:
+        queue = _Queue(todo)
+        while queue:
             group: list[Job] = []
-            error = self._attempt(w, chain([first], islice(todo, self.group - 1)), group)
+            error = self._attempt(w, queue, group)
             if error is None or len(group) == 1:
                 outcomes += [(job, error) for job in group]
             else:
                 log.info("a group of %s jobs failed (%r); running each alone", len(group), error)
-                outcomes += [(job, self._attempt(w, [job], [])) for job in group]
+                outcomes += [(job, self._attempt(w, _Queue([job]), [])) for job in group]
         return outcomes
 
     def _held(self, held: set[str], jobs: Iterator[Job]) -> Iterator[Job]:
@@ -256,30 +306,37 @@ class Worker:
 
     def _still_held(self, session: Session, jobs: Sequence[Job]) -> set[str]:
         """The ids of ``jobs`` this worker still holds, locked until the transaction ends
-        (so no other worker takes them over before their outcome commits)."""
+        (so no other worker takes them over before their outcome commits).
+
+        Every job the worker holds is locked — the rest of its claim too, which no one else
+        may take either — rather than ``jobs`` by an ``IN`` list of their ids: on PostgreSQL,
+        rendering and parsing a list of 500 ids cost more than the select."""
         attempts = {job.id: job.attempt for job in jobs}
         rows = session.execute(
-            select(JobRow.id, JobRow.attempts)
-            .where(
-                JobRow.id.in_(list(attempts)),
-                JobRow.status == RUNNING,
-                JobRow.claimed_by == self.name,
-            )
+            select(_JOBS.c.id, _JOBS.c.attempts)
+            .where(_JOBS.c.status == RUNNING, _JOBS.c.claimed_by == self.name)
             .with_for_update()
         )
-        return {row.id for row in rows if attempts[row.id] == row.attempts}
+        return {job_id for job_id, attempt in rows if attempts.get(job_id) == attempt}
 
-    def _attempt(self, w: WriteContext, jobs: Iterable[Job], ran: list[Job]) -> Exception | None:
-        """Run handlers in one savepoint, noting each job in ``ran`` as it starts; the first
-        error, with the savepoint's changes undone."""
+    def _attempt(self, w: WriteContext, todo: _Queue, ran: list[Job]) -> Exception | None:
+        """Run the next ``group`` jobs of ``todo`` in one savepoint — the consecutive jobs of
+        a batch kind in one call, any other job on its own — noting in ``ran`` the jobs of
+        each call as it starts; the first error, with the savepoint's changes undone."""
         # The chain's head lives on the context, not in the database: a rolled-back
         # savepoint must take it back too, or the next event would link to a vanished one.
         head = (w.audit_sequence, w.audit_hash)
         try:
             with w.session.begin_nested():
-                for job in jobs:
-                    ran.append(job)
-                    self.handlers[job.kind](self.rt, w, job)
+                while len(ran) < self.group and (job := todo.next()) is not None:
+                    handler = self.handlers[job.kind]
+                    if isinstance(handler, Batched):
+                        jobs = todo.run_of(job, self.group - len(ran))
+                        ran += jobs
+                        handler.run(self.rt, w, jobs)
+                    else:
+                        ran.append(job)
+                        handler(self.rt, w, job)
         except Exception as error:
             w.audit_sequence, w.audit_hash = head
             return error
@@ -296,13 +353,19 @@ class Worker:
     def _mark_done(self, session: Session, ids: list[str], at: datetime) -> None:
         """One ``UPDATE`` for the jobs whose handlers returned (re-checked and locked by
         ``_still_held`` in this transaction)."""
-        if ids:
-            session.execute(
-                update(JobRow)
-                .where(JobRow.id.in_(ids))
-                .values(status=DONE, finished_at=at, claimed_until=None)
-                .execution_options(synchronize_session=False)
-            )
+        if not ids:
+            return
+        # On PostgreSQL one array parameter, not an ``IN`` list of 500: SQLAlchemy renders
+        # each of those with its cast and psycopg parses the long text on every batch.
+        chosen = (
+            _JOBS.c.id == any_(bindparam("ids", type_=ARRAY(_JOBS.c.id.type)))
+            if _is_postgres(session)
+            else _JOBS.c.id.in_(bindparam("ids", expanding=True))
+        )
+        session.execute(
+            update(_JOBS).where(chosen).values(status=DONE, finished_at=at, claimed_until=None),
+            {"ids": ids},
+        )
 
     def _retry_or_fail(self, session: Session, job: Job, now: datetime, error: Exception) -> None:
         """Schedule the job's next attempt, or fail it after the last; a job this worker no
@@ -318,16 +381,43 @@ class Worker:
             jitter = 1 + self._random.uniform(0, 0.1)
             values |= {"status": PENDING, "claimed_by": None, "due_at": now + delay * jitter}
         session.execute(
-            update(JobRow)
+            update(_JOBS)
             .where(
-                JobRow.id == job.id,
-                JobRow.status == RUNNING,
-                JobRow.claimed_by == self.name,
-                JobRow.attempts == job.attempt,
+                _JOBS.c.id == job.id,
+                _JOBS.c.status == RUNNING,
+                _JOBS.c.claimed_by == self.name,
+                _JOBS.c.attempts == job.attempt,
             )
             .values(**values)
-            .execution_options(synchronize_session=False)
         )
+
+
+class _Queue:
+    """The jobs a write has yet to run, taken one at a time; ``run_of`` puts back the job
+    it looked at past a run of one kind."""
+
+    def __init__(self, jobs: Iterable[Job]) -> None:
+        self._jobs = iter(jobs)
+        self._back: Job | None = None
+
+    def __bool__(self) -> bool:
+        if self._back is None:
+            self._back = next(self._jobs, None)
+        return self._back is not None
+
+    def next(self) -> Job | None:
+        job, self._back = self._back, None
+        return job if job is not None else next(self._jobs, None)
+
+    def run_of(self, first: Job, limit: int) -> list[Job]:
+        """``first`` and the jobs of its kind that come right after it, ``limit`` at most."""
+        run = [first]
+        while len(run) < limit and (job := self.next()) is not None:
+            if job.kind != first.kind:
+                self._back = job
+                break
+            run.append(job)
+        return run
 
 
 def _until(deadline: float, jobs: Iterable[Job], reached: list[Job]) -> Iterator[Job]:
