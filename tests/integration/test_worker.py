@@ -7,12 +7,15 @@ Fixed clock; nothing sleeps."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.orm import Session
 
 from pimlico.clock import FixedClock
@@ -457,3 +460,74 @@ def test_a_pending_request_expires_when_the_worker_runs_at_its_timeout_not_befor
         assert [e.actor for e in expired] == ["system:worker:w1"]
         assert outbox.next_due(s, advancing) is None
     assert worker.run_once(clock.now() + timedelta(days=2)) == 0
+
+
+ENQUEUE_ELSEWHERE = """
+import sys
+from datetime import datetime
+from pimlico.jobs.outbox import enqueue
+from pimlico.services.runtime import Actor, Pimlico
+from pimlico.settings import Settings
+
+with Pimlico(Settings(database_url=sys.argv[1])) as rt, rt.writing(Actor.operator("other")) as w:
+    enqueue(w, kind="test.woken", payload={}, due_at=datetime.fromisoformat(sys.argv[2]))
+"""
+
+
+class _Sleepy(Worker):
+    """A worker that says when it goes to sleep, and sleeps for up to an hour."""
+
+    sleeping = threading.Event()
+
+    def _sleep(self, now: datetime) -> float:
+        seconds = super()._sleep(now)
+        self.sleeping.set()
+        return seconds
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_job_enqueued_by_another_process_wakes_a_sleeping_worker_at_once(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    """Its cap is an hour: only PostgreSQL's notification can wake it before the guard."""
+    ran = threading.Event()
+    worker = _Sleepy(
+        rt, {"test.woken": lambda rt, w, job: ran.set()}, name="w", cap=timedelta(hours=1)
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    try:
+        assert worker.sleeping.wait(30)
+        _listening(rt)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                ENQUEUE_ELSEWHERE,
+                rt.settings.database_url,
+                clock.now().isoformat(),
+            ],
+            check=True,
+            timeout=60,
+        )
+        assert ran.wait(30), "the sleeping worker was not woken by the other process's commit"
+    finally:
+        stop.set()
+        worker.wake()
+        thread.join(30)
+
+
+def _listening(rt: Pimlico) -> None:
+    """Wait (up to 30 s) until the worker's listener has run ``LISTEN``."""
+    for _ in range(300):
+        with rt.reading() as s:
+            found = s.scalar(
+                select(func.count())
+                .select_from(text("pg_stat_activity"))
+                .where(text("query = 'LISTEN pimlico_jobs'"))
+            )
+        if found:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the worker never listened")

@@ -14,7 +14,9 @@ rows, through SQLAlchemy Core — no ORM objects, whose unit of work costs more 
 in one statement, rather than sent one round trip each.
 
 Waking: after a commit that enqueued jobs, every worker of this process running on the same
-database is woken (``listen``); workers in other processes see the job within their cap.
+database is woken (``listen``). On PostgreSQL the commit also notifies channel
+``pimlico_jobs``, which wakes the workers of other processes (``listen_postgres``); on SQLite,
+which has no notifications, workers of other processes see the job within their cap.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, event, func, insert, select
+from sqlalchemy import Engine, event, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
@@ -36,6 +38,9 @@ PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 """The statuses of a job."""
 
 _WAKE_FLAG = "pimlico.jobs.wake_after_commit"
+CHANNEL = "pimlico_jobs"
+"""The PostgreSQL notification channel a commit that enqueued jobs notifies."""
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 _lock = threading.Lock()
 _listeners: dict[str, set[threading.Event]] = {}
 _INSERT_JOBS = insert(Base.metadata.tables[JobRow.__tablename__])
@@ -130,6 +135,10 @@ def _wake_after_commit(session: Session) -> None:
     if not session.info.get(_WAKE_FLAG):
         session.info[_WAKE_FLAG] = True
         event.listen(session, "after_commit", _after_commit, once=True)
+        if session.get_bind().dialect.name == "postgresql":
+            # Delivered by PostgreSQL at commit (and never on rollback) to the workers of
+            # every process LISTENing (``listen_postgres``); duplicates in one transaction fold.
+            session.execute(_NOTIFY)
 
 
 def next_due(session: Session, kinds: Collection[str] | None = None) -> datetime | None:
@@ -168,3 +177,22 @@ def _database_of(session: Session) -> str:
     bind = session.get_bind()
     engine = bind if isinstance(bind, Engine) else bind.engine
     return engine.url.render_as_string(hide_password=False)
+
+
+def listen_postgres(engine: Engine, wake: threading.Event, stop: threading.Event) -> None:
+    """Set ``wake`` on every notification of a commit that enqueued jobs, until ``stop``.
+
+    Runs in its own thread with its own connection (autocommit, ``LISTEN pimlico_jobs``),
+    looking at ``stop`` every second. Returns at once for a database that is not PostgreSQL.
+    A lost connection ends it (the worker's cap still bounds its sleep).
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    import psycopg  # PostgreSQL only
+
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"LISTEN {CHANNEL}")
+        while not stop.is_set():
+            for _ in connection.notifies(timeout=1.0, stop_after=1):
+                wake.set()

@@ -52,10 +52,12 @@ the commit — so anything it does outside the database (a mail, a call to a dow
 may be repeated. Handlers re-check state before acting, and must not commit or roll back the
 session they are given.
 
-``run_forever`` sleeps until the next job falls due or until ``wake()`` (which ``outbox``
-calls after a commit in this process that enqueued jobs) — never on a fixed polling interval —
-but at most ``cap`` (5 s), so jobs enqueued by other processes are seen. PostgreSQL
-LISTEN/NOTIFY can later replace that cap.
+``run_forever`` sleeps until the next job falls due or until it is woken: by ``wake()``,
+which ``outbox`` calls after a commit in this process that enqueued jobs, and on PostgreSQL by
+the notification such a commit sends from any process (a listener thread with its own
+connection). It sleeps at most ``cap`` (5 s): on SQLite, which cannot notify, that is how jobs
+enqueued by other processes are seen; on PostgreSQL it only bounds the sleep should the
+listener's connection be lost.
 """
 
 from __future__ import annotations
@@ -74,7 +76,16 @@ from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
 from pimlico.db.tables import Base, JobRow
-from pimlico.jobs.outbox import DONE, FAILED, PENDING, RUNNING, listen, next_due, unlisten
+from pimlico.jobs.outbox import (
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    listen,
+    listen_postgres,
+    next_due,
+    unlisten,
+)
 from pimlico.services.runtime import Actor, Pimlico
 
 log = logging.getLogger(__name__)
@@ -174,14 +185,29 @@ class Worker:
         """Run due jobs until ``stop`` is set, sleeping until the next is due or ``wake()``."""
         with self.rt.sessions() as s:
             listen(s, self._wake)
+        done = threading.Event()
+        listener = threading.Thread(
+            target=self._listen_postgres, args=(done,), name=f"{self.name}-listen", daemon=True
+        )
+        listener.start()
         try:
             while not stop.is_set():
                 self._wake.clear()
                 self.run_once(self.rt.clock.now())
                 self._wake.wait(self._sleep(self.rt.clock.now()))
         finally:
+            done.set()
             with self.rt.sessions() as s:
                 unlisten(s, self._wake)
+            listener.join()
+
+    def _listen_postgres(self, done: threading.Event) -> None:
+        try:
+            listen_postgres(self.rt.engine, self._wake, done)
+        except Exception:
+            log.exception(
+                "worker %s stopped listening for new jobs; polling every %s", self.name, self.cap
+            )
 
     def _sleep(self, now: datetime) -> float:
         with self.rt.reading() as s:
