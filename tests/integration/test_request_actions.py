@@ -13,8 +13,15 @@ from pimlico.clock import FixedClock
 from pimlico.db.tables import AssignmentRow, AuditEventRow, RequestRow
 from pimlico.domain.catalogue import PRIVILEGED_ROLE_ADMINISTRATOR
 from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target, TargetType
-from pimlico.domain.requests import ExpirationType, RequestAction, RequestStatus, Schedule, Ticket
-from pimlico.errors import InvalidInput, PolicyViolation, RoleAssignmentExists
+from pimlico.domain.requests import (
+    ExpirationType,
+    RequestAction,
+    RequestNotCancelable,
+    RequestStatus,
+    Schedule,
+    Ticket,
+)
+from pimlico.errors import InvalidInput, PermissionDenied, PolicyViolation, RoleAssignmentExists
 from pimlico.jobs.handlers import HANDLERS
 from pimlico.jobs.worker import Worker
 from pimlico.services import approvals, assignments, requests
@@ -29,7 +36,7 @@ from tests.integration.test_requests import (
     settings,  # noqa: F401 (the fixture: a secret key for MFA)
     with_mfa,
 )
-from tests.integration.world import OPERATOR
+from tests.integration.world import OPERATOR, role
 
 DAY = timedelta(days=1)
 ELIGIBLE, ACTIVE = AssignmentKind.ELIGIBLE, AssignmentKind.ACTIVE
@@ -523,3 +530,116 @@ def test_an_activation_is_activated_again_not_extended(rt: Pimlico, clock: Fixed
             schedule=Schedule(duration=30 * DAY),
         )
     assert "activate again" in caught.value.errors[0].message
+
+
+# -- found in review: moved starts, who cancels, shortened extensions, keys -----------------
+
+
+def test_a_start_moved_later_is_provisioned_at_the_new_start_and_then_cannot_be_canceled(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    alex = person(rt, "alex")
+    start = clock.now() + DAY
+    made = admin(
+        rt,
+        RequestAction.ADMIN_ASSIGN,
+        kind=ELIGIBLE,
+        principal=_u(alex),
+        target=READER,
+        schedule=Schedule(start=start, duration=30 * DAY),
+    )
+    assert made.assignment_id is not None
+    assignments.update_assignment(
+        rt, actor=OPERATOR, assignment_id=made.assignment_id, start=start + 2 * DAY
+    )
+    worker = Worker(rt, HANDLERS, name="w")
+
+    def status() -> RequestStatus:
+        view = requests.get_request(rt, actor=OPERATOR, request_id=made.request.id)
+        return view.request.status
+
+    clock.set(start)
+    worker.run_once(clock.now())
+    assert status() is RequestStatus.GRANTED
+    clock.set(start + 2 * DAY)
+    with pytest.raises(RequestNotCancelable):
+        requests.cancel(rt, actor=OPERATOR, request_id=made.request.id)
+    worker.run_once(clock.now())
+    assert status() is RequestStatus.PROVISIONED
+
+
+def test_an_approver_without_the_write_permission_cannot_cancel_an_administrators_request(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    alex, carl = person(rt, "alex"), person(rt, "carl")
+    approves = role(rt, "Approver only", "pim.requests.approve", "pim.requests.read")
+    assignments.assign(
+        rt,
+        actor=OPERATOR,
+        kind=ACTIVE,
+        principal=_u(carl),
+        target=Target(TargetType.ROLE, approves, "/"),
+        duration=30 * DAY,
+        justification="approver",
+    )
+    made = admin(
+        rt,
+        RequestAction.ADMIN_ASSIGN,
+        kind=ELIGIBLE,
+        principal=_u(alex),
+        target=READER,
+        schedule=Schedule(start=clock.now() + DAY, duration=30 * DAY),
+    )
+
+    with pytest.raises(PermissionDenied):
+        requests.cancel(rt, actor=carl, request_id=made.request.id)
+    assert requests.cancel(rt, actor=approver(rt, "bob"), request_id=made.request.id).value
+
+
+def test_an_extension_approved_after_a_longer_one_fails_instead_of_shortening(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    alex, bob = person(rt, "alex"), approver(rt, "bob")
+    held = _eligible_for(rt, alex, 10)
+    asked = _self(
+        rt,
+        alex,
+        RequestAction.SELF_EXTEND,
+        justification="x",
+        schedule=Schedule(duration=60 * DAY),
+    )
+    assignments.extend_assignment(rt, actor=OPERATOR, assignment_id=held, duration=90 * DAY)
+
+    done = approvals.approve(rt, actor=bob, request_id=asked.request.id, justification="ok").value
+
+    assert done.request.status is RequestStatus.FAILED
+    with rt.reading() as s:
+        row = s.get(AssignmentRow, held)
+        assert row is not None
+        assert row.end_at == clock.now() + 90 * DAY
+
+
+def test_a_dry_run_with_a_used_key_answers_the_first_request_and_a_key_names_one_action(
+    rt: Pimlico,
+) -> None:
+    alex = person(rt, "alex")
+    ask = {
+        "kind": ELIGIBLE,
+        "principal": _u(alex),
+        "target": READER,
+        "schedule": Schedule(duration=30 * DAY),
+    }
+    first = admin(rt, RequestAction.ADMIN_ASSIGN, idempotency_key="k", **ask)
+
+    dry = admin(rt, RequestAction.ADMIN_ASSIGN, idempotency_key="k", dry_run=True, **ask)
+
+    assert dry.request.id == first.request.id
+    with pytest.raises(InvalidInput) as caught:
+        admin(
+            rt,
+            RequestAction.ADMIN_REMOVE,
+            kind=ELIGIBLE,
+            assignment_id=first.assignment_id,
+            idempotency_key="k",
+        )
+    assert caught.value.errors[0].rule == "IdempotencyKeyReused"

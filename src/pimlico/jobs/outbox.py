@@ -136,9 +136,10 @@ def _wake_after_commit(session: Session) -> None:
         session.info[_WAKE_FLAG] = True
         event.listen(session, "after_commit", _after_commit, once=True)
         if session.get_bind().dialect.name == "postgresql":
-            # Delivered by PostgreSQL at commit (and never on rollback) to the workers of
-            # every process LISTENing (``listen_postgres``); duplicates in one transaction fold.
-            session.execute(_NOTIFY)
+            # Sent just before the commit, in the outer transaction (a savepoint rolled back
+            # after the enqueue must not take it along), delivered by PostgreSQL at commit to
+            # the workers of every process LISTENing (``listen_postgres``).
+            event.listen(session, "before_commit", _notify, once=True)
 
 
 def next_due(session: Session, kinds: Collection[str] | None = None) -> datetime | None:
@@ -163,6 +164,10 @@ def listen(session: Session, wake: threading.Event) -> None:
 def unlisten(session: Session, wake: threading.Event) -> None:
     with _lock:
         _listeners.get(_database_of(session), set()).discard(wake)
+
+
+def _notify(session: Session) -> None:
+    session.execute(_NOTIFY)
 
 
 def _after_commit(session: Session) -> None:

@@ -67,7 +67,17 @@ def _as_request(
         return AdminOutcome(after, view_of(w.session, row, dry_run=asked.dry_run))
 
     def replay(s: Session, row: RequestRow) -> AdminOutcome:
-        assert row.assignment_id is not None
+        if row.action != action.value or row.assignment_id is None:
+            raise InvalidInput(
+                "the idempotency key was used for another request",
+                [
+                    FieldError(
+                        "idempotency_key",
+                        "IdempotencyKeyReused",
+                        f"it names request {row.id} ({row.action}); use a new key",
+                    )
+                ],
+            )
         stored = get_row(s, AssignmentRow, row.assignment_id, "assignment")
         return AdminOutcome(mappers.assignment(stored), view_of(s, row))
 

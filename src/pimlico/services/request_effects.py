@@ -130,8 +130,13 @@ def _extend(w: WriteContext, row: RequestRow, request: Request) -> None:
     assert row.end_at is not None
     locked = get_row(w.session, AssignmentRow, row.assignment_id, "assignment", lock=True)
     before = mappers.assignment(locked)
-    if not before.in_force(w.at):
+    if before.ended_at is not None or (before.end is not None and before.end <= w.at):
         move(w, row, request, RequestStatus.FAILED, "not provisioned: the assignment ended")
+        return
+    if before.end is None or before.end >= row.end_at:
+        # Changed while the request waited: it would shorten the assignment now.
+        why = "not provisioned: the assignment already ends at or after the asked end"
+        move(w, row, request, RequestStatus.FAILED, why)
         return
     locked.end_at = row.end_at
     record_assignment_change(w, "extend", before, locked, reason=request.justification)
@@ -147,18 +152,23 @@ def settle(w: WriteContext, row: RequestRow, request: Request, start: datetime) 
     elif start <= w.at or request.action not in _CREATING:
         move(w, row, request, RequestStatus.PROVISIONED, "in force")
     else:
-        enqueue(
-            w,
-            kind=PROVISION_JOB,
-            payload={"request_id": row.id},
-            due_at=start,
-            dedupe_key=f"{PROVISION_JOB}:{row.id}",
-        )
+        _provision_at(w, row.id, start)
+
+
+def _provision_at(w: WriteContext, request_id: str, start: datetime) -> None:
+    enqueue(
+        w,
+        kind=PROVISION_JOB,
+        payload={"request_id": request_id},
+        due_at=start,
+        dedupe_key=f"{PROVISION_JOB}:{request_id}:{start.isoformat()}",
+    )
 
 
 def provision_due(w: WriteContext, *, request_id: str) -> None:
     """The ``request.provision`` job: a granted request whose assignment has started (and was
-    not canceled or removed meanwhile) is ``provisioned``. Idempotent."""
+    not canceled or removed meanwhile) is ``provisioned``; one whose start was moved later
+    waits for the new start. Idempotent."""
     row = get_row(w.session, RequestRow, request_id, "request", lock=True)
     request = request_of(row)
     if request.status is not RequestStatus.GRANTED or row.assignment_id is None:
@@ -170,6 +180,15 @@ def provision_due(w: WriteContext, *, request_id: str) -> None:
         move(w, row, request, RequestStatus.FAILED, "not provisioned: ended before its start")
     elif assignment.start <= w.at:
         move(w, row, request, RequestStatus.PROVISIONED, "started")
+    else:
+        _provision_at(w, row.id, assignment.start)
+
+
+def has_started(s: Session, row: RequestRow, at: datetime) -> bool:
+    """Whether the assignment a granted request created is already in force (or was)."""
+    if row.assignment_id is None:
+        return False
+    return get_row(s, AssignmentRow, row.assignment_id, "assignment").start_at <= at
 
 
 def record_admin(

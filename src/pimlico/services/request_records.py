@@ -184,18 +184,18 @@ def submitting(
 
     The same ``idempotency_key`` from the same requester answers ``replay`` of the request
     stored the first time (looked up before and again under the write lock, so concurrent
-    duplicates store one). A ``dry_run`` runs ``body`` in full — every check, every row — and
-    rolls it all back: its answer is exactly what submitting would have done, and its
-    revision is the store's current one.
+    duplicates store one) — for a dry run too, as submitting would. A ``dry_run`` runs
+    ``body`` in full — every check, every row — and rolls it all back: its answer is exactly
+    what submitting would have done, and its revision is the store's current one.
     """
-    if idempotency_key is not None and not dry_run:
+    if idempotency_key is not None:
         with rt.reading() as s:
             if (earlier := by_key(s, requested_by, idempotency_key)) is not None:
                 return Written(replay(s, earlier), current_revision(s))
     answers: list[T] = []
     try:
         with rt.writing(actor, request_id=new_id()) as w:
-            key = None if dry_run else idempotency_key
+            key = idempotency_key
             if key is not None and (again := by_key(w.session, requested_by, key)):
                 raise _Replay(again.id)
             answers.append(body(w))

@@ -39,6 +39,7 @@ from pimlico.domain.request_rules import plan
 from pimlico.domain.requests import (
     Request,
     RequestAction,
+    RequestNotCancelable,
     RequestStatus,
     Schedule,
     Ticket,
@@ -48,7 +49,7 @@ from pimlico.jobs.events import publish
 from pimlico.services import assignments
 from pimlico.services.approvals import may_decide, schedule_advance
 from pimlico.services.assignment_changes import Asked
-from pimlico.services.assignment_store import end_assignment
+from pimlico.services.assignment_store import end_assignment, write_permission
 from pimlico.services.decisions import authorize
 from pimlico.services.lookups import check_text, get_row
 from pimlico.services.mfa import fresh_verification
@@ -56,6 +57,7 @@ from pimlico.services.request_effects import (
     carry_out,
     current_of,
     eligible_of,
+    has_started,
     own_assignments,
 )
 from pimlico.services.request_records import (
@@ -243,16 +245,28 @@ def _refuse_a_second(s: Session, request: Request, at: datetime) -> None:
 def cancel(
     rt: Pimlico, *, actor: Actor, request_id: str, reason: str | None = None
 ) -> Written[RequestView]:
-    """Withdraw a request not yet started: by its requester, or a holder of
-    ``pim.requests.approve`` at its target's scope. A granted request's future assignment
-    ends with it."""
+    """Withdraw a request not yet started: by its requester, or — for a self-service request —
+    a holder of ``pim.requests.approve`` at its target's scope, or — for an administrator's —
+    a holder of the target's write permission (canceling it ends the planned assignment, an
+    administrator's removal). A granted request's future assignment ends with it; once that
+    assignment has started, remove it instead (``RequestNotCancelable``)."""
     reason = check_text(reason, "reason")
     with rt.writing(actor, request_id=request_id) as w:
         s = w.session
         row = get_row(s, RequestRow, request_id, "request", lock=True)
         request = request_of(row)
         if actor.principal_id != request.requested_by:
-            authorize(rt, actor, Perm.REQUESTS_APPROVE, request.target.scope)
+            needed = (
+                Perm.REQUESTS_APPROVE
+                if request.action.is_self_service
+                else write_permission(s, request.target)
+            )
+            authorize(rt, actor, needed, request.target.scope)
+        if request.status is RequestStatus.GRANTED and has_started(s, row, w.at):
+            raise RequestNotCancelable(
+                f"request {row.id} was granted and its assignment has started; "
+                "remove the assignment instead"
+            )
         before = snapshot(row)
         publish(w, request.cancel(at=w.at, by=actor.name, reason=reason))
         write_status(row, request)
