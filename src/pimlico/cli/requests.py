@@ -9,6 +9,7 @@ local operator can therefore impersonate any user here — as it could by editin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -158,101 +159,56 @@ def deactivate(user: User, target: TargetArg, scope: Scope = "/") -> None:
         _report(rt, written)
 
 
-def _prolong(
-    action: RequestAction,
-    *,
-    user: str,
-    target: str,
-    scope: str,
-    eligible: bool,
-    end: str | None,
-    duration: str | None,
-    justification: str | None,
-    ticket_system: str | None,
-    ticket_number: str | None,
-    dry_run: bool,
-    idempotency_key: str | None,
-) -> None:
-    one_of("end", {"--end": end is not None, "--duration": duration is not None}, required=True)
-    schedule = schedule_of(end=parse_instant(end, "end"), duration=parse_duration_option(duration))
-    with runtime() as rt:
-        written = requests.submit(
-            rt,
-            actor=_person(rt, user),
-            action=action,
-            kind=AssignmentKind.ELIGIBLE if eligible else AssignmentKind.ACTIVE,
-            target=resolve.resolve_target(rt, target, scope),
-            schedule=schedule,
-            justification=justification,
-            ticket=ticket_of(ticket_system, ticket_number),
-            idempotency_key=idempotency_key,
-            dry_run=dry_run,
-        )
-        _report(rt, written)
+def _prolonging(action: RequestAction, doc: str) -> Callable[..., None]:
+    """The ``extend`` or ``renew`` command: the same options, one action."""
+
+    def command(
+        user: User,
+        target: TargetArg,
+        scope: Scope = "/",
+        eligible: Eligible = False,
+        end: NewEnd = None,
+        duration: NewDuration = None,
+        justification: Justification = None,
+        ticket_system: TicketSystem = None,
+        ticket_number: TicketNumber = None,
+        dry_run: DryRun = False,
+        idempotency_key: IdempotencyKey = None,
+    ) -> None:
+        one_of("end", {"--end": end is not None, "--duration": duration is not None}, required=True)
+        when = schedule_of(end=parse_instant(end, "end"), duration=parse_duration_option(duration))
+        with runtime() as rt:
+            written = requests.submit(
+                rt,
+                actor=_person(rt, user),
+                action=action,
+                kind=AssignmentKind.ELIGIBLE if eligible else AssignmentKind.ACTIVE,
+                target=resolve.resolve_target(rt, target, scope),
+                schedule=when,
+                justification=justification,
+                ticket=ticket_of(ticket_system, ticket_number),
+                idempotency_key=idempotency_key,
+                dry_run=dry_run,
+            )
+            _report(rt, written)
+
+    command.__doc__ = doc
+    command.__name__ = action.value.removeprefix("self_")
+    return command
 
 
-def extend(
-    user: User,
-    target: TargetArg,
-    scope: Scope = "/",
-    eligible: Eligible = False,
-    end: NewEnd = None,
-    duration: NewDuration = None,
-    justification: Justification = None,
-    ticket_system: TicketSystem = None,
-    ticket_number: TicketNumber = None,
-    dry_run: DryRun = False,
-    idempotency_key: IdempotencyKey = None,
-) -> None:
+extend = _prolonging(
+    RequestAction.SELF_EXTEND,
     """Ask to extend USER's own assignment of TARGET that ends within 14 days.
 
-    It waits for an approver (pim.requests.approve, or the stages the settings name)."""
-    _prolong(
-        RequestAction.SELF_EXTEND,
-        user=user,
-        target=target,
-        scope=scope,
-        eligible=eligible,
-        end=end,
-        duration=duration,
-        justification=justification,
-        ticket_system=ticket_system,
-        ticket_number=ticket_number,
-        dry_run=dry_run,
-        idempotency_key=idempotency_key,
-    )
-
-
-def renew(
-    user: User,
-    target: TargetArg,
-    scope: Scope = "/",
-    eligible: Eligible = False,
-    end: NewEnd = None,
-    duration: NewDuration = None,
-    justification: Justification = None,
-    ticket_system: TicketSystem = None,
-    ticket_number: TicketNumber = None,
-    dry_run: DryRun = False,
-    idempotency_key: IdempotencyKey = None,
-) -> None:
+    It waits for an approver (pim.requests.approve, or the stages the settings name).""",
+)
+renew = _prolonging(
+    RequestAction.SELF_RENEW,
     """Ask to renew USER's own assignment of TARGET that expired (within 30 days).
 
-    It waits for an approver (pim.requests.approve, or the stages the settings name)."""
-    _prolong(
-        RequestAction.SELF_RENEW,
-        user=user,
-        target=target,
-        scope=scope,
-        eligible=eligible,
-        end=end,
-        duration=duration,
-        justification=justification,
-        ticket_system=ticket_system,
-        ticket_number=ticket_number,
-        dry_run=dry_run,
-        idempotency_key=idempotency_key,
-    )
+    It waits for an approver (pim.requests.approve, or the stages the settings name).""",
+)
 
 
 def _requested_by(rt: Pimlico, text: str | None) -> str | None:
