@@ -75,19 +75,14 @@ def _person(rt: Pimlico, text: str) -> Actor:
 
 def _awaiting(view: RequestView, labels: dict[str, str]) -> str:
     """`` (stage N of M: who may approve)`` for a request pending approval, else nothing.
-    The stage being decided is the first whose quorum is not reached; escalation approvers
-    are not named (they join only later)."""
-    if view.request.status is not RequestStatus.PENDING_APPROVAL:
+    Escalation approvers are not named (they join only later)."""
+    number = view.awaiting
+    if number is None:
         return ""
-    for number, stage in enumerate(view.stages):
-        approved = sum(1 for d in view.decisions if d.stage == number and d.approved)
-        if approved < stage.quorum:
-            who = ", ".join(labels.get(a.id, f"{a.type.value}:{a.id}") for a in stage.approvers)
-            quorum = f"{stage.quorum} of " if stage.quorum > 1 else ""
-            return (
-                f" (stage {number + 1} of {len(view.stages)}: {quorum}{who or DEFAULT_APPROVERS})"
-            )
-    return ""
+    stage = view.stages[number]
+    who = ", ".join(labels.get(a.id, f"{a.type.value}:{a.id}") for a in stage.approvers)
+    quorum = f"{stage.quorum} of " if stage.quorum > 1 else ""
+    return f" (stage {number + 1} of {len(view.stages)}: {quorum}{who or DEFAULT_APPROVERS})"
 
 
 def _line(rt: Pimlico, view: RequestView) -> str:

@@ -245,6 +245,15 @@ class Approval:
         return tuple(d.approver_id for d in self.decisions if d.stage == stage and d.approved)
 
 
+def current_stage(stages: tuple[ApprovalStage, ...], decisions: list[Decision]) -> int:
+    """The stage (0-based) being decided: the first whose quorum of approvals is not reached
+    (the last once every stage reached it)."""
+    for number, stage in enumerate(stages[:-1]):
+        if sum(1 for d in decisions if d.stage == number and d.approved) < stage.quorum:
+            return number
+    return len(stages) - 1
+
+
 def _listed(user_id: str, approvers: tuple[ApproverRef, ...], members_of: MembersOf) -> bool:
     for ref in approvers:
         if ref.type is ApproverType.USER and ref.id == user_id:

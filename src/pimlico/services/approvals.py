@@ -30,6 +30,7 @@ from pimlico.domain.approvals import (
     ApprovalStatus,
     MayApprove,
     MembersOf,
+    current_stage,
 )
 from pimlico.domain.catalogue import Perm
 from pimlico.domain.model import Target
@@ -226,12 +227,10 @@ def approval_of(s: Session, row: RequestRow, request: Request) -> Approval:
     )
     approval.decisions = decisions_of(s, row.id)
     approval.escalated = set(row.escalated)
-    while approval.current < len(stages) - 1:
-        approvals = [d for d in approval.decisions if d.stage == approval.current and d.approved]
-        if len(approvals) < stages[approval.current].quorum:
-            break
-        approval.stage_started_at = approvals[stages[approval.current].quorum - 1].at
-        approval.current += 1
+    approval.current = current = current_stage(stages, approval.decisions)
+    if current > 0:
+        completed = [d for d in approval.decisions if d.stage == current - 1 and d.approved]
+        approval.stage_started_at = completed[stages[current - 1].quorum - 1].at
     if request.status is not RequestStatus.PENDING_APPROVAL:
         statuses = {
             RequestStatus.DENIED: ApprovalStatus.DENIED,

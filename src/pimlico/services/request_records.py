@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from pimlico.db.audit import WriteContext, current_revision
 from pimlico.db.request_store import decisions_of, decode_stages, request_of, write_status
 from pimlico.db.tables import RequestRow
-from pimlico.domain.approvals import Decision
+from pimlico.domain.approvals import Decision, current_stage
 from pimlico.domain.model import Window, new_id
 from pimlico.domain.policy import ApprovalStage
 from pimlico.domain.requests import Request, RequestStatus, RequestSubmitted, Ticket
@@ -41,6 +41,13 @@ class RequestView:
     decisions: tuple[Decision, ...] = ()
     assignment_id: str | None = None
     dry_run: bool = False
+
+    @property
+    def awaiting(self) -> int | None:
+        """The approval stage (0-based) waiting for decisions; ``None`` unless pending."""
+        if self.request.status is not RequestStatus.PENDING_APPROVAL or not self.stages:
+            return None
+        return current_stage(self.stages, list(self.decisions))
 
 
 def view_of(s: Session, row: RequestRow, *, dry_run: bool = False) -> RequestView:
