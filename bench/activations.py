@@ -6,7 +6,9 @@ names and dropped at the end, whatever happens), the world it builds in them thr
 real use cases (users, one role whose settings ask for nothing the benchmark cannot give, an
 eligible assignment per user), the issue's target and the report. Every timed call is a
 real ``requests.submit``: it commits a provisioned request, an active assignment and their
-audit events, and the runtime's decision index follows it, as in a server.
+audit events, and the runtime's decision index follows it, as in a server. Activations that
+arrive together share a write (``services.activations``: group commit), so the runs with
+more threads show what a server under load does; the one-thread run, an activation alone.
 
 The world is built once, in a seed database; each measured run works on a copy of it
 (``CREATE DATABASE … TEMPLATE``), so every run starts from the same state. Threads share one
@@ -73,8 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--activations-threads",
-        default="1,4,8",
-        help="comma-separated thread counts, one run each (default 1,4,8)",
+        default="1,8,32,64",
+        help="comma-separated thread counts, one run each (default 1,8,32,64)",
     )
     parser.add_argument(
         "--activations-postgres-url",
@@ -204,6 +206,7 @@ class Run:
     cpu_seconds: float = 0.0
     connects: int = 0
     load: float = 0.0
+    writes: int = 0
     checks: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -261,13 +264,15 @@ def timed_run(rt: Pimlico, world: World, threads: int) -> Run:
     run.cpu_seconds = time.process_time() - cpu
     event.remove(rt.engine.pool, "connect", on_connect)
     run.connects = connects[0]
-    run.checks = verify(rt, world, seed_revision=world.writes)
+    writes, run.checks = verify(rt, world, seed_revision=world.writes)
+    run.writes = writes - len(world.warm_up_users)  # each warm-up one ran alone, in a row
     return run
 
 
-def verify(rt: Pimlico, world: World, *, seed_revision: int) -> dict[str, bool]:
-    """What must hold after a run: one active assignment per user, one write per activation
-    (revisions gap-free), and an intact audit chain."""
+def verify(rt: Pimlico, world: World, *, seed_revision: int) -> tuple[int, dict[str, bool]]:
+    """The writes the run made, and what must hold after it: one active assignment per user,
+    at most one write per activation (activations arriving together share one), revisions
+    gap-free and each audited, and an intact audit chain."""
     expected = len(world.users) + len(world.warm_up_users)
     with rt.reading() as s:
         active = s.scalar(
@@ -294,13 +299,14 @@ def verify(rt: Pimlico, world: World, *, seed_revision: int) -> dict[str, bool]:
             )
         )
         broken = audit.verify(s)
-    return {
+    writes = (revision or 0) - seed_revision
+    return writes, {
         f"{len(world.users):,} active assignments of the role": active == len(world.users),
         f"{expected:,} activation requests provisioned (warm-up included)": (
             provisioned == expected
         ),
-        f"revisions gap-free: {expected:,} writes, each audited": (
-            revision == seed_revision + expected and written == expected
+        f"revisions gap-free, each write audited, at most {expected:,} writes": (
+            written == writes and 0 < writes <= expected
         ),
         "audit chain verifies": broken is None,
     }
@@ -501,7 +507,7 @@ def _print_runs(console: Console, runs: list[Run]) -> int:
     table = Table(title="Activations through requests.submit", title_justify="left")
     for column in ("threads", "done", "failed", "wall", "activations/s", "target", ""):
         table.add_column(column, justify="right")
-    for column in ("CPU each", "new conns", "load"):
+    for column in ("per write", "CPU each", "new conns", "load"):
         table.add_column(column, justify="right")
     latency = Table(title="Latency of one activation", title_justify="left")
     for column in ("threads", "p50", "p90", "p99", "max"):
@@ -518,6 +524,7 @@ def _print_runs(console: Console, runs: list[Run]) -> int:
             f"{r.rate:,.0f}",
             f"≥ {TARGET:,.0f}",
             "[green]✓[/]" if sound and r.rate >= TARGET else "[red]✗[/]",
+            f"{len(r.latencies) / max(r.writes, 1):.1f}",
             duration(r.cpu_seconds * 1e9 / max(len(r.latencies), 1)),
             f"{r.connects:,}",
             f"{r.load:.1f}",
@@ -526,6 +533,7 @@ def _print_runs(console: Console, runs: list[Run]) -> int:
         latency.add_row(str(r.threads), *(duration(f) for f in figures))
     console.print(table)
     console.print(
+        "per write: activations per write (concurrent ones share a write: group commit) · "
         "CPU each: this process's CPU time per activation; its threads share one GIL, so no "
         "run of one process goes faster than 1 / CPU each · new conns: connections the pool "
         "opened during the run · load: the machine's 1-minute load average as the run began"

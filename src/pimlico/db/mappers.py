@@ -108,7 +108,12 @@ def assignment(row: AssignmentRow) -> Assignment:
 
 
 def assignment_row(a: Assignment) -> AssignmentRow:
-    return AssignmentRow(
+    return AssignmentRow(**assignment_values(a))
+
+
+def assignment_values(a: Assignment) -> dict[str, Any]:
+    """The columns of the row of ``a``."""
+    return dict(
         id=a.id,
         kind=a.kind.value,
         principal_type=a.principal.type.value,

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from pimlico.db.tables import ApprovalDecisionRow, RequestRow
+from pimlico.db.tables import ApprovalDecisionRow, Base, RequestRow
 from pimlico.domain import policy_codec
 from pimlico.domain.approvals import Decision
 from pimlico.domain.model import (
@@ -39,6 +39,8 @@ from pimlico.domain.requests import (
 )
 from pimlico.errors import InvalidInput
 
+REQUESTS = Base.metadata.tables[RequestRow.__tablename__]
+
 
 def encode_stages(stages: tuple[ApprovalStage, ...]) -> list[Any]:
     if not stages:
@@ -59,6 +61,21 @@ def decode_stages(raw: list[Any]) -> tuple[ApprovalStage, ...]:
 def store_request(
     s: Session, request: Request, window: Window | None, stages: tuple[ApprovalStage, ...]
 ) -> RequestRow:
+    """Add the row of ``request`` to the session and flush it (so an idempotency key already
+    taken is refused here, as ``InvalidInput``)."""
+    row = request_row(request, window, stages)
+    s.add(row)
+    try:
+        s.flush()
+    except IntegrityError as error:  # only the idempotency key can clash: writers are serial
+        raise InvalidInput("the idempotency key is already used") from error
+    return row
+
+
+def request_row(
+    request: Request, window: Window | None, stages: tuple[ApprovalStage, ...]
+) -> RequestRow:
+    """The row of ``request``, not yet in any session."""
     ticket = request.ticket
     row = RequestRow(
         id=request.id,
@@ -83,14 +100,15 @@ def store_request(
         idempotency_key=request.idempotency_key,
         assignment_id=request.target_assignment_id,
         stages=encode_stages(stages),
+        escalated=[],
     )
     write_status(row, request)
-    s.add(row)
-    try:
-        s.flush()
-    except IntegrityError as error:  # only the idempotency key can clash: writers are serial
-        raise InvalidInput("the idempotency key is already used") from error
     return row
+
+
+def request_values(row: RequestRow) -> dict[str, Any]:
+    """The columns of ``row``, to insert it without the ORM (``WriteContext.insert_later``)."""
+    return {column.key: getattr(row, column.key) for column in REQUESTS.columns}
 
 
 def write_status(row: RequestRow, request: Request) -> None:

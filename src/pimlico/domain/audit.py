@@ -15,6 +15,7 @@ kept somewhere else as well (an exported head, a log shipped off the machine).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -28,11 +29,18 @@ GENESIS_HASH = "0" * 64
 """The hash the first event links to: the head of an empty chain."""
 
 
+@functools.lru_cache(maxsize=4096)
 def format_instant(at: datetime) -> str:
-    """RFC 3339 in UTC with microseconds and ``Z``: ``2026-01-01T08:00:00.000000Z``."""
+    """RFC 3339 in UTC with microseconds and ``Z``: ``2026-01-01T08:00:00.000000Z``.
+
+    Remembered: a write formats its own instant, and its assignments' start and end, in
+    every event it records. (Equal instants format alike, whatever their zone.)"""
     if at.tzinfo is None:
         raise ValueError("naive datetime in audit data: instants must be aware (UTC)")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = at.astimezone(UTC)
+    if utc.year < 1000:  # isoformat pads the year to four digits, strftime does not
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _encode(value: object) -> object:

@@ -10,8 +10,8 @@ holds, with the unique constraint behind it).
 follow-up per job of thousands falling due at once: one ``SELECT`` of the taken keys for the
 whole list (a key repeated in the list is kept once too) and one ``INSERT`` executed for many
 rows, through SQLAlchemy Core — no ORM objects, whose unit of work costs more than the insert.
-``enqueue`` stays an ORM ``add``: a use case's few follow-ups are flushed with its other rows,
-in one statement, rather than sent one round trip each.
+``enqueue`` leaves its row to the end of the write (``WriteContext.insert_later``), where a
+write's jobs are inserted together, in one statement, rather than sent one round trip each.
 
 Waking: after a commit that enqueued jobs, every worker of this process running on the same
 database is woken (``listen``). On PostgreSQL the commit also notifies channel
@@ -43,7 +43,10 @@ CHANNEL = "pimlico_jobs"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 _lock = threading.Lock()
 _listeners: dict[str, set[threading.Event]] = {}
-_INSERT_JOBS = insert(Base.metadata.tables[JobRow.__tablename__])
+_JOBS = Base.metadata.tables[JobRow.__tablename__]
+_INSERT_JOBS = insert(_JOBS)
+_LATER_KEYS = "pimlico.jobs.later_keys"
+"""``WriteContext.info``: the dedupe keys of the jobs ``enqueue`` left to the write's end."""
 _KEYS_PER_SELECT = 1000
 """Dedupe keys per ``IN`` list: far below SQLite's and PostgreSQL's limits on parameters."""
 
@@ -65,28 +68,42 @@ def enqueue(
     payload: Mapping[str, Any],
     due_at: datetime,
     dedupe_key: str | None = None,
+    fresh: bool = False,
 ) -> str | None:
-    """Add a job to the caller's write; its id, or ``None`` when ``dedupe_key`` is taken."""
+    """Add a job to the caller's write; its id, or ``None`` when ``dedupe_key`` is taken.
+
+    ``fresh``: the caller knows ``dedupe_key`` is new (it names something made in this
+    write), so it is not looked up. The job is inserted when the write finishes, with the
+    write's other jobs (``WriteContext.insert_later``) — or, inside a savepoint (the worker's
+    handlers), added to the session, so that the savepoint's rollback takes it back."""
     if due_at.tzinfo is None:
         raise ValueError("enqueue needs an aware due_at (UTC)")
     s = ctx.session
-    if dedupe_key is not None:
-        taken = s.scalar(select(JobRow.id).where(JobRow.dedupe_key == dedupe_key))
-        if taken is not None:
+    later: set[str] = ctx.info.setdefault(_LATER_KEYS, set())
+    if dedupe_key is not None and not fresh:
+        taken = dedupe_key in later or s.scalar(
+            select(JobRow.id).where(JobRow.dedupe_key == dedupe_key)
+        )
+        if taken:
             return None
-    job = JobRow(
-        id=new_id(),
-        kind=kind,
-        payload=dict(payload),
-        due_at=due_at,
-        created_at=ctx.at,
-        attempts=0,
-        status=PENDING,
-        dedupe_key=dedupe_key,
-    )
-    s.add(job)
+    values = {
+        "id": new_id(),
+        "kind": kind,
+        "payload": dict(payload),
+        "due_at": due_at,
+        "created_at": ctx.at,
+        "attempts": 0,
+        "status": PENDING,
+        "dedupe_key": dedupe_key,
+    }
+    if s.in_nested_transaction():
+        s.add(JobRow(**values))
+    else:
+        ctx.insert_later(_JOBS, values)
+        if dedupe_key is not None:
+            later.add(dedupe_key)
     _wake_after_commit(s)
-    return job.id
+    return str(values["id"])
 
 
 def enqueue_many(ctx: WriteContext, jobs: Sequence[NewJob]) -> list[str | None]:
@@ -94,7 +111,8 @@ def enqueue_many(ctx: WriteContext, jobs: Sequence[NewJob]) -> list[str | None]:
     each whose ``dedupe_key`` is taken (in the store, or earlier in ``jobs``)."""
     if any(job.due_at.tzinfo is None for job in jobs):
         raise ValueError("enqueue_many needs aware due_at instants (UTC)")
-    taken = _taken(ctx.session, sorted({j.dedupe_key for j in jobs if j.dedupe_key is not None}))
+    keys = sorted({j.dedupe_key for j in jobs if j.dedupe_key is not None})
+    taken = _taken(ctx.session, keys) | (ctx.info.get(_LATER_KEYS, set()) & set(keys))
     ids: list[str | None] = []
     rows = []
     for job in jobs:

@@ -74,14 +74,14 @@ def follow_up(w: WriteContext, after: Assignment, before: Assignment | None = No
         if after.start <= w.at:
             publish(w, AssignmentActivated(facts, w.at))
         else:
-            _at(w, START_JOB, after, after.start)
+            _at(w, START_JOB, after, after.start, fresh=before is None)
     if after.end is None:
         return
     for days in REMINDERS:
         remind_at = after.end - timedelta(days=days)
         if remind_at > max(after.start, w.at):
-            _at(w, REMIND_JOB, after, remind_at, days=days)
-    _at(w, EXPIRE_JOB, after, after.end)
+            _at(w, REMIND_JOB, after, remind_at, days=days, fresh=before is None)
+    _at(w, EXPIRE_JOB, after, after.end, fresh=before is None)
 
 
 def ended(w: WriteContext, after: Assignment) -> None:
@@ -91,8 +91,16 @@ def ended(w: WriteContext, after: Assignment) -> None:
 
 
 def _at(
-    w: WriteContext, kind: str, assignment: Assignment, due: datetime, *, days: int = 0
+    w: WriteContext,
+    kind: str,
+    assignment: Assignment,
+    due: datetime,
+    *,
+    days: int = 0,
+    fresh: bool,
 ) -> None:
+    """Enqueue the job ``kind`` of ``assignment`` due at ``due``; ``fresh``: the assignment
+    was made in this write, so no job can carry its key yet."""
     start, end = assignment.start.isoformat(), assignment.end and assignment.end.isoformat()
     enqueue(
         w,
@@ -100,6 +108,7 @@ def _at(
         payload={"assignment_id": assignment.id, "start": start, "end": end, "days": days},
         due_at=due,
         dedupe_key=f"{kind}:{assignment.id}:{start}:{end}:{days}",
+        fresh=fresh,
     )
 
 

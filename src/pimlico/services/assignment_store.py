@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from pimlico.db import mappers
 from pimlico.db.audit import WriteContext
-from pimlico.db.tables import AssignmentRow, GroupRow, RoleRow
+from pimlico.db.tables import AssignmentRow, Base, GroupRow, RoleRow
 from pimlico.domain.audit import format_instant
 from pimlico.domain.catalogue import Perm
 from pimlico.domain.model import (
@@ -41,6 +41,8 @@ from pimlico.services.guards import keeping_a_global_administrator
 from pimlico.services.lookups import get_row
 from pimlico.services.nesting import check_nesting, check_role_assignable_nesting
 from pimlico.services.runtime import Actor, Pimlico, record_change
+
+_ASSIGNMENTS = Base.metadata.tables[AssignmentRow.__tablename__]
 
 
 def write_permission(session: Session, target: Target) -> str:
@@ -147,19 +149,34 @@ def insert_assignment(rt: Pimlico, w: WriteContext, assignment: Assignment) -> A
             f"The {kind.value} assignment already exists ({clash.id}, "
             f"from {format_instant(clash.start_at)})"
         )
+    add_assignment(rt, w, assignment)
+    s.flush()
+    return assignment
+
+
+def add_assignment(
+    rt: Pimlico, w: WriteContext, assignment: Assignment, *, later: bool = False
+) -> None:
+    """Add ``assignment`` to the write ``w`` and audit it, for a caller that knows nothing
+    overlaps it. Queries only to check a group's nesting. ``later``: inserted when the write
+    finishes (``WriteContext.insert_later``), for a caller that will not read it back."""
+    principal, target = assignment.principal, assignment.target
     if principal.type is PrincipalType.GROUP and target.type is TargetType.GROUP_MEMBER:
         check_nesting(
-            s,
+            w.session,
             child=principal.id,
             parent=target.object_id,
             now=w.at,
             max_depth=rt.settings.max_nesting_depth,
         )
-    s.add(mappers.assignment_row(assignment))
-    s.flush()
-    record_change(w, f"assignment.{kind.value}.assign", assignment, reason=assignment.justification)
+    if later:
+        w.insert_later(_ASSIGNMENTS, mappers.assignment_values(assignment))
+        w.stored[("assignment", assignment.id)] = assignment
+    else:
+        w.session.add(mappers.assignment_row(assignment))
+    kind = assignment.kind.value
+    record_change(w, f"assignment.{kind}.assign", assignment, reason=assignment.justification)
     follow_up(w, assignment)
-    return assignment
 
 
 def current_for_change(

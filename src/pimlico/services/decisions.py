@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -133,13 +133,20 @@ class DecisionFollower:
         with self._lock:
             return self._follow(self._index)
 
-    def follow_write(self, revision: int, changes: Iterable[tuple[str, str]]) -> int:
+    def follow_write(
+        self,
+        revision: int,
+        changes: Iterable[tuple[str, str]],
+        stored: Mapping[tuple[str, str], Any] | None = None,
+    ) -> int:
         """Apply the write of ``revision`` this process has just committed, whose audit
         events named ``changes``; return the index's revision.
 
         When the index stands right below it (the usual case: every write of this process
         follows itself), the write's own changes are all there is to apply, so only the
-        changed entities are read: neither the head nor the change feed.
+        changed entities are read: neither the head nor the change feed — and not even
+        those the write gives as ``stored`` (``(type, id)`` → the entity exactly as it
+        committed), which are fed as they are.
         """
         if self._index is None:
             return 0
@@ -149,12 +156,20 @@ class DecisionFollower:
                 return index.revision if index.revision >= revision else self._follow(index)
             self._followed_at = time.monotonic()
             changed: dict[str, set[str]] = defaultdict(set)
-            for target_type, target_id in changes:
-                if target_type in _FEEDERS:
+            given: list[tuple[str, Any]] = []
+            for change in changes:
+                target_type, target_id = change
+                if target_type not in _FEEDERS:
+                    continue
+                if stored is not None and (entity := stored.get(change)) is not None:
+                    given.append((target_type, entity))
+                else:
                     changed[target_type].add(target_id)
             if changed:
                 with self._reading() as session:
-                    _apply(session, index, changed)
+                    _apply(session, index, changed, given)
+            elif given:
+                _apply(None, index, changed, given)
             index.revision = revision
             return revision
 
@@ -207,16 +222,26 @@ class DecisionFollower:
         return index
 
 
-def _apply(session: Session, index: DecisionIndex, changed: dict[str, set[str]]) -> None:
-    """Re-read the changed entities (type → ids) and feed them, in one bulk block."""
+def _apply(
+    session: Session | None,
+    index: DecisionIndex,
+    changed: dict[str, set[str]],
+    given: Sequence[tuple[str, Any]] = (),
+) -> None:
+    """Re-read the changed entities (type → ids) and feed them, with the ``given`` entities
+    (type, entity), in one bulk block."""
     with index.bulk():
         # In the build's order (principals and groups before the edges between them),
         # whatever order the changes came in.
         for target_type, (table, feed, to_entity) in _FEEDERS.items():
             ids = sorted(changed.get(target_type, ()))
             for start in range(0, len(ids), _IN_CHUNK):
+                assert session is not None  # given when something is to be read
                 for row in _stream(session, table, ids[start : start + _IN_CHUNK]):
                     feed(index, to_entity(row))
+            for entity_type, entity in given:
+                if entity_type == target_type:
+                    feed(index, entity)
 
 
 def _may_ask_about(runtime: Pimlico, actor: Actor | None, principal_id: str) -> None:

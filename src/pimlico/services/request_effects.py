@@ -23,8 +23,15 @@ from sqlalchemy.orm import Session
 
 from pimlico.db import mappers
 from pimlico.db.audit import WriteContext
-from pimlico.db.request_store import request_of, store_request
+from pimlico.db.request_store import (
+    REQUESTS,
+    request_of,
+    request_row,
+    request_values,
+    store_request,
+)
 from pimlico.db.tables import AssignmentRow, RequestRow
+from pimlico.domain.decisions import HeldAssignment
 from pimlico.domain.model import (
     Assignment,
     AssignmentKind,
@@ -44,6 +51,7 @@ from pimlico.domain.requests import (
 from pimlico.errors import RoleAssignmentExists
 from pimlico.jobs.outbox import enqueue
 from pimlico.services.assignment_store import (
+    add_assignment,
     end_assignment,
     insert_assignment,
     not_removed,
@@ -82,47 +90,80 @@ def carry_out(rt: Pimlico, w: WriteContext, row: RequestRow, request: Request) -
 
 
 def _create(rt: Pimlico, w: WriteContext, row: RequestRow, request: Request) -> None:
-    """Activate (an active assignment from the eligibility) or renew (a new one, same kind)."""
-    start = max(row.start_at or w.at, w.at)
+    """Activate (an active assignment from the eligibility) or renew (a new one, same kind),
+    checking the world again: the request may have waited for approval."""
     eligible = None
-    why = None
     if request.action is RequestAction.SELF_ACTIVATE:
         eligible = eligible_of(rt, w.session, request.principal, request.target, w.at)
-        why = "the eligibility ended" if eligible is None else None
-        if eligible is not None and row.start_at == row.requested_at and row.end_at is not None:
+        if eligible is None:
+            move(w, row, request, RequestStatus.FAILED, "not provisioned: the eligibility ended")
+            return
+        if row.start_at == row.requested_at and row.end_at is not None:
             # "Start now", approved later: the asked duration counts from the approval, as
             # in Entra, still within the eligibility.
             end = w.at + (row.end_at - row.start_at)
             limit = eligible.effective_end
             row.start_at, row.end_at = w.at, end if limit is None else min(end, limit)
-    if why is None and row.end_at is not None and row.end_at <= start:
-        why = "the window ended"
-    if why is not None:
-        move(w, row, request, RequestStatus.FAILED, f"not provisioned: {why}")
-        return
-    try:
-        created = insert_assignment(
-            rt,
-            w,
-            Assignment(
-                id=new_id(),
-                kind=request.kind,
-                principal=request.principal,
-                target=request.target,
-                start=start,
-                end=row.end_at,
-                created_at=w.at,
-                created_by=w.actor,
-                justification=request.justification,
-                activated_from=eligible.id if eligible else None,
-                request_id=request.id,
-            ),
-        )
-    except RoleAssignmentExists as clash:
-        move(w, row, request, RequestStatus.FAILED, f"not provisioned: {clash.message}")
-        return
+    _provide(rt, w, row, request, eligible, checked=False)
+
+
+def activate_now(
+    rt: Pimlico, w: WriteContext, request: Request, window: Window, eligible: Assignment
+) -> tuple[RequestRow, Assignment | None]:
+    """Store and carry out, in the write ``w``, the self-activation ``request`` that
+    ``request_rules.plan`` judged against ``eligible`` (and the requester's own activations:
+    none current or future) and granted without approval; the request's row and the
+    assignment made (``None`` if its window had already ended).
+
+    Queries nothing but the jobs' dedupe keys, and adds its rows to those the write inserts
+    when it finishes: the caller has read what the rules needed, so that many activations
+    can share one write (``services.activations``). Nothing in the write reads them back."""
+    row = request_row(request, window, ())
+    record_submitted(w, row, request.justification)
+    created = _provide(rt, w, row, request, eligible, checked=True)
+    w.insert_later(REQUESTS, request_values(row))
+    return row, created
+
+
+def _provide(
+    rt: Pimlico,
+    w: WriteContext,
+    row: RequestRow,
+    request: Request,
+    eligible: Assignment | None,
+    *,
+    checked: bool,
+) -> Assignment | None:
+    """Make the assignment the granted ``row`` asks for and settle the request, or fail it
+    if its window ended. ``checked``: the caller knows no assignment overlaps it."""
+    start = max(row.start_at or w.at, w.at)
+    if row.end_at is not None and row.end_at <= start:
+        move(w, row, request, RequestStatus.FAILED, "not provisioned: the window ended")
+        return None
+    created = Assignment(
+        id=new_id(),
+        kind=request.kind,
+        principal=request.principal,
+        target=request.target,
+        start=start,
+        end=row.end_at,
+        created_at=w.at,
+        created_by=w.actor,
+        justification=request.justification,
+        activated_from=eligible.id if eligible else None,
+        request_id=request.id,
+    )
+    if checked:
+        add_assignment(rt, w, created, later=True)
+    else:
+        try:
+            insert_assignment(rt, w, created)
+        except RoleAssignmentExists as clash:
+            move(w, row, request, RequestStatus.FAILED, f"not provisioned: {clash.message}")
+            return None
     row.assignment_id = created.id
     settle(w, row, request, start)
+    return created
 
 
 def _extend(w: WriteContext, row: RequestRow, request: Request) -> None:
@@ -233,15 +274,28 @@ def eligible_of(
     """The eligible assignment of ``target`` the principal holds at ``at``, directly or through
     a group (nested too), as the decision index sees it; its end is bounded by the
     membership's."""
-    for held in rt.decisions.current().effective_access(principal.id, at).eligible:
-        if (held.target_type, held.target_id, held.scope) == (
-            target.type.value,
-            target.object_id,
-            target.scope,
-        ):
-            eligible = mappers.assignment(get_row(s, AssignmentRow, held.assignment_id, "eligible"))
-            return replace(eligible, end=held.end) if held.end is not None else eligible
+    held = held_eligibility(rt, principal.id, target, at)
+    if held is None:
+        return None
+    return bounded(
+        mappers.assignment(get_row(s, AssignmentRow, held.assignment_id, "eligible")), held
+    )
+
+
+def held_eligibility(
+    rt: Pimlico, principal_id: str, target: Target, at: datetime
+) -> HeldAssignment | None:
+    """How the principal holds an eligibility of ``target`` at ``at``, as the index says."""
+    wanted = (target.type.value, target.object_id, target.scope)
+    for held in rt.decisions.current().effective_access(principal_id, at).eligible:
+        if (held.target_type, held.target_id, held.scope) == wanted:
+            return held
     return None
+
+
+def bounded(eligible: Assignment, held: HeldAssignment) -> Assignment:
+    """The eligible assignment as held: ending when the membership it is held through ends."""
+    return replace(eligible, end=held.end) if held.end is not None else eligible
 
 
 def own_assignments(

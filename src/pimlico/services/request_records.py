@@ -51,12 +51,20 @@ class RequestView:
 
 
 def view_of(s: Session, row: RequestRow, *, dry_run: bool = False) -> RequestView:
+    return new_view(row, decisions=tuple(decisions_of(s, row.id)), dry_run=dry_run)
+
+
+def new_view(
+    row: RequestRow, *, decisions: tuple[Decision, ...] = (), dry_run: bool = False
+) -> RequestView:
+    """The view of ``row`` with ``decisions``: without them, of a request stored in the
+    current write, which nobody has decided yet (no query)."""
     window = Window(row.start_at, row.end_at) if row.start_at is not None else None
     return RequestView(
         request=request_of(row),
         window=window,
         stages=decode_stages(row.stages),
-        decisions=tuple(decisions_of(s, row.id)),
+        decisions=decisions,
         assignment_id=row.assignment_id,
         dry_run=dry_run,
     )

@@ -47,6 +47,7 @@ from pimlico.domain.requests import (
 from pimlico.errors import FieldError, InvalidInput, PolicyViolation, RoleAssignmentExists
 from pimlico.jobs.events import publish
 from pimlico.services import assignments
+from pimlico.services.activations import Activation, activate
 from pimlico.services.approvals import may_decide, schedule_advance
 from pimlico.services.assignment_changes import Asked
 from pimlico.services.assignment_store import end_assignment, write_permission
@@ -54,6 +55,7 @@ from pimlico.services.decisions import authorize
 from pimlico.services.lookups import check_text, get_row
 from pimlico.services.mfa import fresh_verification
 from pimlico.services.request_effects import (
+    activate_now,
     carry_out,
     current_of,
     eligible_of,
@@ -63,6 +65,7 @@ from pimlico.services.request_effects import (
 from pimlico.services.request_records import (
     RequestView,
     check_ticket,
+    new_view,
     person,
     record_status,
     record_submitted,
@@ -126,6 +129,31 @@ def submit(
     justification = check_text(justification, "justification")
     key = check_text(idempotency_key, "idempotency_key")
     ticket = check_ticket(ticket)
+
+    def alone() -> Written[RequestView]:
+        return _submit_alone(
+            rt, actor, user_id, action, kind, target, schedule, justification, ticket, key, dry_run
+        )
+
+    if action is RequestAction.SELF_ACTIVATE and key is None and not dry_run:
+        return activate(rt, Activation(user_id, target, schedule, justification, ticket, alone))
+    return alone()
+
+
+def _submit_alone(
+    rt: Pimlico,
+    actor: Actor,
+    user_id: str,
+    action: RequestAction,
+    kind: AssignmentKind,
+    target: Target,
+    schedule: Schedule | None,
+    justification: str | None,
+    ticket: Ticket | None,
+    key: str | None,
+    dry_run: bool,
+) -> Written[RequestView]:
+    """Submit a self-service request (input checked) in a write of its own."""
     mfa_at = fresh_verification(rt, user_id=user_id, at=rt.clock.now())
 
     def body(w: WriteContext) -> RequestView:
@@ -188,6 +216,11 @@ def _submit_self(rt: Pimlico, w: WriteContext, request: Request, *, dry_run: boo
         )
     if request.action is RequestAction.SELF_RENEW:
         _refuse_a_second(s, request, w.at)
+    if request.action is RequestAction.SELF_ACTIVATE and not judged.needs_approval:
+        assert eligible is not None  # else plan() refused: EligibilityRule
+        assert judged.window is not None
+        row, _ = activate_now(rt, w, request, judged.window, eligible)
+        return new_view(row, dry_run=dry_run)
     if judged.needs_approval:
         request.status = RequestStatus.PENDING_APPROVAL
         request.history = [replace(request.history[0], status=request.status)]

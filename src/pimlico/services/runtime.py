@@ -136,6 +136,6 @@ class Pimlico:
                 finally:
                     self._thread.writing = outer
             try:
-                self.decisions.follow_write(ctx.revision, ctx.changes())
+                self.decisions.follow_write(ctx.revision, ctx.changes(), ctx.stored)
             except Exception:  # the write is committed: report, never undo it by raising
                 log.exception("decision index could not follow revision %s", ctx.revision)
