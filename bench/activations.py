@@ -561,6 +561,8 @@ def _print_counts(console: Console, counts: Counts, seconds: float) -> None:
         f"transactions, {counts.checkouts / n:.1f} pool checkouts (each pinged first: "
         f"pool_pre_ping), {counts.round_trips / n:.1f} round trips; inside the write lock "
         f"{counts.in_write / n:.1f} statements, {counts.round_trips_in_write / n:.1f} round trips"
+        " — not counting the COPY of each table a write fills (db.bulk: they go to the driver "
+        "directly, past these counters)"
     )
     console.print(
         f"write lock held (UPDATE pim_state → connection back after COMMIT): p50 "
