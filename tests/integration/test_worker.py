@@ -3,16 +3,20 @@ when due, retry with growing delays, are reclaimed after a lease runs out, are n
 by two workers, and time out pending requests. Batches: one write for many jobs, a failing job
 undoes only itself (and the audit chain stays whole), claims take at most ``batch`` jobs, a
 job taken over is skipped, and a batch that fails as a whole runs again one write per job.
-Fixed clock; nothing sleeps."""
+A sleeping worker wakes at the next due instant (counted from after it looked it up), and a
+running one keeps what was alive at its start out of full collections. Fixed clock; nothing
+sleeps."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, func, select, text, update
@@ -24,7 +28,7 @@ from pimlico.db.tables import AuditEventRow, JobRow
 from pimlico.domain.requests import RequestStatus, Ticket
 from pimlico.jobs import outbox
 from pimlico.jobs.handlers import HANDLERS
-from pimlico.jobs.worker import Job, Worker
+from pimlico.jobs.worker import Batched, Job, Worker
 from pimlico.services import requests
 from pimlico.services.approvals import ADVANCE_JOB
 from pimlico.services.runtime import Pimlico
@@ -43,13 +47,13 @@ SECOND = timedelta(seconds=1)
 
 
 class Recorder:
-    """Test handlers: ``test.record`` counts its calls per job; ``test.fail`` always raises;
-    ``test.audit`` counts its calls and writes one audit event; ``test.audit_then_fail`` writes
-    one and raises; ``test.conflict`` writes one, then a row that breaks the jobs' primary key;
-    ``test.flaky`` raises on its first attempt and audits on the next; ``test.peek`` notes how
-    many jobs are running; ``test.steal`` hands the job named in its payload to another worker,
-    as a takeover after a lease ran out would; ``test.sabotage`` makes the commit of its write
-    fail, once."""
+    """Test handlers: ``test.record`` counts its calls per job (``test.records`` too, as a
+    batch kind); ``test.fail`` always raises; ``test.audit`` counts its calls and writes one
+    audit event; ``test.audit_then_fail`` writes one and raises; ``test.conflict`` writes one,
+    then a row that breaks the jobs' primary key; ``test.flaky`` raises on its first attempt
+    and audits on the next; ``test.peek`` notes how many jobs are running; ``test.steal``
+    hands the job named in its payload to another worker, as a takeover after a lease ran out
+    would; ``test.sabotage`` makes the commit of its write fail, once."""
 
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
@@ -62,6 +66,10 @@ class Recorder:
         with self._lock:
             self.calls[job.id] += 1
             self.order.append(job.id)
+
+    def records(self, rt: Pimlico, w: WriteContext, jobs: Sequence[Job]) -> None:
+        for job in jobs:
+            self.record(rt, w, job)
 
     def fail(self, rt: Pimlico, w: WriteContext, job: Job) -> None:
         raise RuntimeError(f"downstream unavailable (attempt {job.attempt})")
@@ -112,6 +120,7 @@ class Recorder:
     def worker(self, rt: Pimlico, name: str = "w1", **kwargs: object) -> Worker:
         handlers = {
             "test.record": self.record,
+            "test.records": Batched(self.records),
             "test.fail": self.fail,
             "test.audit": self.audit,
             "test.audit_then_fail": self.audit_then_fail,
@@ -402,9 +411,11 @@ def test_a_batch_that_fails_as_a_whole_runs_again_one_write_per_job_each_once(
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-def test_two_workers_never_run_the_same_job(rt: Pimlico, clock: FixedClock) -> None:
+@pytest.mark.parametrize("kind", ["test.record", "test.records"])
+def test_two_workers_never_run_the_same_job(rt: Pimlico, clock: FixedClock, kind: str) -> None:
+    """Claimed with a lease (``test.record``) or taken in the write (a batch kind)."""
     recorder = Recorder()
-    ids = add(rt, "test.record", n=200)
+    ids = add(rt, kind, n=200)
     with Pimlico(rt.settings, clock=clock) as other:
         workers = [recorder.worker(rt, "w1", batch=20), recorder.worker(other, "w2", batch=20)]
         start = threading.Barrier(2)
@@ -462,6 +473,52 @@ def test_a_pending_request_expires_when_the_worker_runs_at_its_timeout_not_befor
     assert worker.run_once(clock.now() + timedelta(days=2)) == 0
 
 
+def test_a_worker_sleeps_until_the_next_due_instant_counted_from_after_it_looked_it_up(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    """Each statement takes a second here (the clock moves on as it runs)."""
+    (later,) = add(rt, "test.record", due=timedelta(seconds=10))
+    due = job(rt, later).due_at
+
+    def a_second_passes(*args: object) -> None:
+        clock.advance(SECOND)
+
+    event.listen(rt.engine, "before_cursor_execute", a_second_passes)
+    try:
+        seconds = Recorder().worker(rt, cap=timedelta(hours=1))._sleep()
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", a_second_passes)
+
+    assert clock.now() > due - timedelta(seconds=10), "the look-up took time"
+    assert seconds == (due - clock.now()).total_seconds()
+
+
+def test_a_running_worker_keeps_what_was_alive_when_it_started_out_of_full_collections(
+    rt: Pimlico, clock: FixedClock
+) -> None:
+    frozen: list[int] = []
+    ran = threading.Event()
+
+    def note(rt: Pimlico, w: WriteContext, job: Job) -> None:
+        frozen.append(gc.get_freeze_count())
+        ran.set()
+
+    add(rt, "test.note")
+    worker = Worker(rt, {"test.note": note}, name="w1", cap=timedelta(hours=1))
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    try:
+        assert ran.wait(30)
+    finally:
+        stop.set()
+        worker.wake()
+        thread.join(30)
+
+    assert frozen[0] > 0, "frozen while it runs"
+    assert gc.get_freeze_count() == 0, "given back when it stops"
+
+
 ENQUEUE_ELSEWHERE = """
 import sys
 from datetime import datetime
@@ -479,8 +536,8 @@ class _Sleepy(Worker):
 
     sleeping = threading.Event()
 
-    def _sleep(self, now: datetime) -> float:
-        seconds = super()._sleep(now)
+    def _sleep(self) -> float:
+        seconds = super()._sleep()
         self.sleeping.set()
         return seconds
 

@@ -20,6 +20,11 @@ _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=30000",
     # Durable at each checkpoint; with WAL a crash can lose the last commits, never corrupt.
     "PRAGMA synchronous=NORMAL",
+    # Checkpoint when the WAL holds 10,000 pages (about 40 MB), not 1,000: a page written by
+    # many commits between two checkpoints is copied into the database once. When ten
+    # thousand jobs fall due at once, each write of a thousand of them dirties some 700 pages,
+    # and checkpoints every other commit took a third of the time of the commits.
+    "PRAGMA wal_autocheckpoint=10000",
 )
 
 

@@ -10,8 +10,9 @@
   worker was started with (``jobs.events``).
 
 The ``assignment.*`` kinds and ``event.publish`` are batch handlers (``Batched``): when a shift
-ends, ten thousand of them fall due in the same second, and the worker hands each handler
-its consecutive jobs together. Every handler is idempotent (see ``pimlico.jobs.worker``).
+ends, ten thousand of them fall due in the same second, and the worker takes them in the
+write that runs them and hands each handler its consecutive jobs together. Every handler is
+idempotent (see ``pimlico.jobs.worker``).
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ from pimlico.domain.model import (
     Target,
     TargetType,
 )
-from pimlico.jobs.events import publish, publish_many
-from pimlico.jobs.outbox import enqueue
+from pimlico.jobs.events import publish, publish_all
+from pimlico.jobs.outbox import as_stored, enqueue, instants, one_of
 
 START_JOB, REMIND_JOB, EXPIRE_JOB = "assignment.start", "assignment.remind", "assignment.expire"
 REMINDERS = (14, 1)
@@ -46,21 +46,19 @@ REMINDERS = (14, 1)
 _IDS_PER_SELECT = 1000
 _ASSIGNMENTS = Base.metadata.tables[AssignmentRow.__tablename__]
 _COLUMNS = [
-    _ASSIGNMENTS.c[name]
-    for name in (
-        "id",
-        "kind",
-        "principal_type",
-        "principal_id",
-        "target_type",
-        "target_id",
-        "scope",
-        "start_at",
-        "end_at",
-        "request_id",
-        "ended_at",
-    )
+    *(
+        _ASSIGNMENTS.c[name]
+        for name in ("id", "kind", "principal_type", "principal_id", "target_type", "target_id")
+    ),
+    _ASSIGNMENTS.c.scope,
+    as_stored(_ASSIGNMENTS.c.start_at),
+    as_stored(_ASSIGNMENTS.c.end_at),
+    _ASSIGNMENTS.c.request_id,
+    _ASSIGNMENTS.c.ended_at.is_(None).label("in_force"),
 ]
+"""An assignment's columns (its instants as stored, decoded once per value: a shift's
+assignments share theirs), and whether it was not ended early (a flag in the select: in its
+``WHERE``, SQLite's planner scanned every assignment in force rather than look up the ids)."""
 
 
 def follow_up(w: WriteContext, after: Assignment, before: Assignment | None = None) -> None:
@@ -119,43 +117,86 @@ def fall_due(w: WriteContext, due: Sequence[tuple[str, Mapping[str, object]]]) -
 
     The assignments are read as columns, not entities: when a shift ends, ten thousand of
     them are read at once, and loading each into the session cost more than the rest of
-    the job."""
-    ids = sorted({str(payload["assignment_id"]) for _, payload in due})
-    found: dict[str, tuple[AssignmentFacts, datetime | None]] = {}
-    for first in range(0, len(ids), _IDS_PER_SELECT):
-        chunk = ids[first : first + _IDS_PER_SELECT]
-        rows = w.session.execute(select(*_COLUMNS).where(_ASSIGNMENTS.c.id.in_(chunk))).all()
-        for id_, kind, p_type, p_id, t_type, t_id, scope, start, end, request, ended in rows:
-            principal = PrincipalRef(PrincipalType(p_type), p_id)
-            target = Target(TargetType(t_type), t_id, scope)
-            facts = AssignmentFacts(
-                id_, AssignmentKind(kind), principal, target, start, end, request
-            )
-            found[id_] = (facts, ended)
-    events = [
-        event
+    the job (for the same reason their enumerations are looked up in dictionaries, not
+    called: ``AssignmentKind(kind)`` costs twenty times more)."""
+    parsed: dict[str, datetime] = {}  # a shift's jobs share their start and end
+
+    def instant(written: object) -> datetime | None:
+        if written is None:
+            return None
+        at = parsed.get(text := str(written))
+        if at is None:
+            at = parsed[text] = datetime.fromisoformat(text)
+        return at
+
+    wanted = [
+        (kind, payload, str(payload["assignment_id"]), instant(payload["start"]))
         for kind, payload in due
-        if (event := _still_due(w, kind, payload, found.get(str(payload["assignment_id"]))))
     ]
-    publish_many(w, events)
+    found = _read_assignments(w, sorted({job[2] for job in wanted}))
+    publish_all(  # made as they are published: on PostgreSQL, while the first are stored
+        w,
+        (
+            event
+            for kind, payload, id_, start in wanted
+            if (
+                event := _still_due(
+                    w, kind, payload, start, instant(payload["end"]), found.get(id_)
+                )
+            )
+        ),
+    )
+
+
+def _read_assignments(w: WriteContext, ids: list[str]) -> dict[str, AssignmentFacts]:
+    """The facts of the assignments of ``ids`` that were not ended early, by id."""
+    dialect = w.session.get_bind().dialect
+    read, at = _READS[dialect.name], instants(dialect)
+    targets: dict[tuple[str, str, str], Target] = {}  # a shift's assignments share theirs
+    found: dict[str, AssignmentFacts] = {}
+    for first in range(0, len(ids), _IDS_PER_SELECT):
+        rows = w.session.execute(read, {"ids": ids[first : first + _IDS_PER_SELECT]}).all()
+        for id_, kind, p_type, p_id, t_type, t_id, scope, start, end, request, in_force in rows:
+            if not in_force:
+                continue
+            target = targets.get((t_type, t_id, scope))
+            if target is None:
+                target = targets[t_type, t_id, scope] = Target(_TARGET_TYPES[t_type], t_id, scope)
+            principal = PrincipalRef(_PRINCIPAL_TYPES[p_type], p_id)
+            start_at = at(start)
+            assert start_at is not None  # (an assignment always has its start)
+            facts = AssignmentFacts(
+                id_, _KINDS[kind], principal, target, start_at, at(end), request
+            )
+            found[id_] = facts
+    return found
+
+
+_KINDS = {kind.value: kind for kind in AssignmentKind}
+_PRINCIPAL_TYPES = {type_.value: type_ for type_ in PrincipalType}
+_TARGET_TYPES = {type_.value: type_ for type_ in TargetType}
+_READS = {
+    dialect: select(*_COLUMNS).where(one_of(_ASSIGNMENTS.c.id, "ids", dialect=dialect))
+    for dialect in ("postgresql", "sqlite")
+}
 
 
 def _still_due(
     w: WriteContext,
     kind: str,
     payload: Mapping[str, object],
-    found: tuple[AssignmentFacts, datetime | None] | None,
+    start: datetime | None,
+    end: datetime | None,
+    facts: AssignmentFacts | None,
 ) -> AssignmentEvent | None:
-    if found is None or found[1] is not None:
-        return None
-    facts = found[0]
-    start, end = facts.start, facts.end
-    if (start.isoformat(), end and end.isoformat()) != (payload["start"], payload["end"]):
+    """The event of the job ``kind`` scheduled for an assignment that ran from ``start`` to
+    ``end``, if it still does (``facts``: ``None`` if it was ended early)."""
+    if facts is None or (facts.start, facts.end) != (start, end):
         return None
     if kind == START_JOB:
-        return AssignmentActivated(facts, start)
+        return AssignmentActivated(facts, facts.start)
     if kind == REMIND_JOB:
         return AssignmentExpiringSoon(facts, w.at, int(str(payload["days"])))
-    if kind == EXPIRE_JOB and end is not None:
-        return AssignmentEnded(facts, end, EXPIRED)
+    if kind == EXPIRE_JOB and facts.end is not None:
+        return AssignmentEnded(facts, facts.end, EXPIRED)
     return None
