@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pimlico.domain.model import AssignmentKind, Directory, Relation, TargetType
+from pimlico.domain.model import Assignment, AssignmentKind, Directory, Relation, TargetType
 from pimlico.domain.permissions import matches
 from pimlico.domain.scopes import covers
 
@@ -35,6 +35,34 @@ def reference_groups(
     return reached
 
 
+def reference_grants(
+    directory: Directory, principal_id: str, at: datetime, max_depth: int
+) -> list[Assignment]:
+    """The active role assignments in force at ``at`` that ``principal_id`` holds, directly or
+    through its groups (none for an unknown or disabled principal)."""
+    principal = directory.users.get(principal_id) or directory.service_accounts.get(principal_id)
+    if principal is None and principal_id not in directory.groups:
+        return []
+    if principal is not None and not principal.enabled:
+        return []
+    holders = {principal_id} | reference_groups(directory, principal_id, at, max_depth)
+    return [
+        a
+        for a in directory.assignments
+        if a.kind is AssignmentKind.ACTIVE
+        and a.target.type is TargetType.ROLE
+        and a.in_force(at)
+        and a.principal.id in holders
+    ]
+
+
+def reference_allows(directory: Directory, grant: Assignment, permission: str, scope: str) -> bool:
+    """Does ``grant`` (an active role assignment in force) give ``permission`` at ``scope``?"""
+    return covers(grant.target.scope, scope) and any(
+        matches(p, permission) for p in directory.roles[grant.target.object_id].permissions
+    )
+
+
 def reference_decide(
     directory: Directory,
     principal_id: str,
@@ -43,20 +71,7 @@ def reference_decide(
     at: datetime,
     max_depth: int,
 ) -> bool:
-    principal = directory.users.get(principal_id) or directory.service_accounts.get(principal_id)
-    if principal is None and principal_id not in directory.groups:
-        return False
-    if principal is not None and not principal.enabled:
-        return False
-    holders = {principal_id} | reference_groups(directory, principal_id, at, max_depth)
-    for a in directory.assignments:
-        if (
-            a.kind is AssignmentKind.ACTIVE
-            and a.target.type is TargetType.ROLE
-            and a.in_force(at)
-            and a.principal.id in holders
-            and covers(a.target.scope, scope)
-            and any(matches(p, permission) for p in directory.roles[a.target.object_id].permissions)
-        ):
-            return True
-    return False
+    return any(
+        reference_allows(directory, a, permission, scope)
+        for a in reference_grants(directory, principal_id, at, max_depth)
+    )

@@ -5,10 +5,19 @@ assignments) and answers from memory, never from the store. Time is evaluated wh
 question is asked, so a grant whose window is ``[start, end)`` answers "no" at exactly ``end``
 without any background job.
 
-For speed the index keeps, for every user and service account, the groups it reaches (each
-with the time window of that path and a link back along the chain, for the explanation), and,
-for every permission pattern, who holds it through which active role assignment. A decision
-is then a handful of dictionary look-ups and one set intersection.
+For speed the index keeps, for every holder (a principal or group with active role
+assignments), its grants by permission pattern; for every user and service account, the groups
+it reaches (each with the time window of that path and a link back along the chain, for the
+explanation) and a table of every pattern it may hold, through itself or a group, saying where
+that pattern's grants are. A decision looks up the principal, then each pattern that matches
+the permission (``mail.purge``, ``mail.*``, ``*``) in that one table, and checks scopes and
+windows only of the grants it finds. Every window is still checked when the question is asked:
+the table says where to look, never whether a grant is in force.
+
+Groups' grants stay with the group: a table names the group (by its place in the principal's
+view), so a group's grant that is added, ended or changed is seen by everyone below it at
+once. Only a pattern new to the group is added to the tables below it, and only a group's
+first grant adds it to the views below it.
 
 Instants inside the index are POSIX timestamps (floats): ``datetime.timestamp()`` maps equal
 instants to equal floats, so ``start <= t < end`` keeps its meaning at the boundaries.
@@ -22,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from sys import intern
+from typing import Any
 
 from pimlico.domain.permissions import candidate_patterns, matches
 from pimlico.domain.scopes import ancestors
@@ -57,6 +67,20 @@ class Step:
 Path = tuple[float, float, Step, "Path | None"]
 
 
+# An active role grant inside the index: (scope, start, end, assignment_id, role_id).
+_RoleGrant = tuple[str, float, float, str, str]
+# A principal's table: every permission pattern it may hold, any time, at any scope → where
+# to look. A source is one of the principal's own grants of that pattern, or (an int) the
+# position in its view of a group it reaches that holds the pattern.
+_Table = dict[str, tuple["_RoleGrant | int", ...]]
+# A principal's view: (enabled, table, then for each group holder it reaches, at positions
+# 2, 5, 8, …: that holder's pattern → grants dict, the principal's paths to it, its id).
+# One tuple, so that a decision touches as few distinct objects as it can: at this size
+# each one it reads is likely a cache miss, and those misses are most of a decision's cost.
+_View = tuple[Any, ...]
+_new = object.__new__
+
+
 def chain_of(path: Path | None) -> tuple[Step, ...]:
     steps: list[Step] = []
     while path is not None:
@@ -68,20 +92,11 @@ def chain_of(path: Path | None) -> tuple[Step, ...]:
 class Grant:
     """Why something is allowed: which assignment, held by whom, reached through which chain.
 
-    Built on the hot path of every allowed decision, so the chain and the instants are
-    worked out only when read.
+    Built on the hot path of every allowed decision, so it keeps the index's own grant tuple
+    and path, and works out the chain and the instants only when they are read.
     """
 
-    __slots__ = (
-        "_end",
-        "_path",
-        "_start",
-        "assignment_id",
-        "holder_id",
-        "pattern",
-        "role_id",
-        "scope",
-    )
+    __slots__ = ("_grant", "_path", "holder_id", "pattern")
 
     def __init__(
         self,
@@ -90,38 +105,59 @@ class Grant:
         scope: str,
         pattern: str,
         holder_id: str,
-        path: Path,
+        path: Path | None,
         start: float,
         end: float,
     ) -> None:
-        self.assignment_id = assignment_id
-        self.role_id = role_id
-        self.scope = scope
+        self._grant: _RoleGrant = (scope, start, end, assignment_id, role_id)
         self.pattern = pattern
         self.holder_id = holder_id
-        self._path = path
-        self._start = start
-        self._end = end
+        self._path = path  # None: held directly
+
+    @property
+    def assignment_id(self) -> str:
+        return self._grant[3]
+
+    @property
+    def role_id(self) -> str:
+        return self._grant[4]
+
+    @property
+    def scope(self) -> str:
+        return self._grant[0]
 
     @property
     def chain(self) -> tuple[Step, ...]:
         """The links from the principal up to the holder (empty when held directly)."""
-        return _chain(self._path)
+        return () if self._path is None else _chain(self._path)
 
     @property
     def start(self) -> datetime | None:
-        return from_ts(max(self._start, self._path[0]))
+        start = self._grant[1]
+        return from_ts(start if self._path is None else max(start, self._path[0]))
 
     @property
     def end(self) -> datetime | None:
         """When this grant stops applying along this chain (``None``: never)."""
-        return from_ts(min(self._end, self._path[1]))
+        end = self._grant[2]
+        return from_ts(end if self._path is None else min(end, self._path[1]))
 
     def __repr__(self) -> str:
         return (
             f"Grant({self.assignment_id!r}, role={self.role_id!r}, scope={self.scope!r}, "
             f"pattern={self.pattern!r}, holder={self.holder_id!r})"
         )
+
+
+def _found(grant: _RoleGrant, pattern: str, holder_id: str, path: Path | None) -> Grant:
+    """The explanation of an allowed decision, made on the hot path from the index's own
+    tuples (without the constructor's eight arguments and the tuple it builds)."""
+    found = _new(Grant)
+    found._grant = grant
+    found.pattern = pattern
+    found.holder_id = holder_id
+    found._path = path
+    return found
 
 
 @dataclass(slots=True)
@@ -174,17 +210,15 @@ class Access:
     """(permission pattern, scope) pairs the principal holds."""
 
 
-# An active role grant inside the index: (scope, start, end, assignment_id, role_id).
-_RoleGrant = tuple[str, float, float, str, str]
-
-
 class DecisionIndex:
     """The in-memory decision index. Feed it with the ``put_*``/``end_*`` methods (at build
     time and when following the store), then ask ``decide`` and ``effective_access``.
 
     Not thread-safe for writers: one owner applies changes. Readers may ask concurrently with
-    each other and with that owner: every change replaces or appends (never mutates what a
-    reader may be walking), and an entry a change has just dropped reads as not held.
+    each other and with that owner: a change replaces what it changes or adds to it (one
+    dict assignment at a time, never in what a reader may be walking), so a reader sees the
+    index as it was or partly changed, and the change whole once the call that makes it
+    returns (inside ``bulk()``: once the block ends).
     """
 
     def __init__(self, max_depth: int = 8) -> None:
@@ -200,17 +234,24 @@ class DecisionIndex:
         self._role_perms: dict[str, tuple[str, ...]] = {}
         self._role_grants: dict[str, set[str]] = {}
         self._grants: dict[str, tuple[str, str, str, float, float]] = {}
-        # Who holds which pattern: holder → pattern → its grants (small dicts, one per holder).
-        self._held: dict[str, dict[str, list[_RoleGrant]]] = {}
+        # Who holds which pattern: holder → pattern → its grants (small dicts, one per holder;
+        # the views below a group hold its dict, so a group keeps it for good, even empty;
+        # the tuples are replaced, never changed in place).
+        self._held: dict[str, dict[str, tuple[_RoleGrant, ...]]] = {}
         self._by_principal: dict[str, set[str]] = {}
         # Eligible assignments (any target): principal → {id: (type, target, scope, s, e)}.
         self._eligible: dict[str, dict[str, tuple[str, str, str, float, float]]] = {}
-        # Derived: every group each principal reaches, with the windows of the paths.
-        # Per user or service account, all a decision needs in one look-up: whether it is
-        # enabled, the principals along its paths (itself included) that hold any grant (a
-        # decision looks only at these: a handful, of a dozen groups or so), and its paths.
-        self._views: dict[str, tuple[bool, tuple[str, ...], dict[str, tuple[Path, ...]]]] = {}
+        # Derived: every group each principal reaches, with the windows of the paths, and
+        # per user or service account its view (see ``_View``): all a decision needs, reached
+        # in one look-up. What changed since the views were last settled: principals whose
+        # own grants changed (and holders not known as groups: their views, and those below
+        # them, are rebuilt), groups that hold grants for the first time, and patterns new
+        # to a group (both added to the views below).
+        self._views: dict[str, _View] = {}
         self._dirty_holders: set[str] = set()
+        self._new_holders: set[str] = set()
+        self._grown: dict[str, set[str]] = {}
+        self._shared_sources: dict[tuple[_RoleGrant | int, ...], tuple[_RoleGrant | int, ...]] = {}
         self._closure: dict[str, dict[str, tuple[Path, ...]]] = {}
         self._paths: dict[str, dict[str, tuple[Path, ...]]] = {}
         self._dirty_groups: set[str] = set()
@@ -272,6 +313,10 @@ class DecisionIndex:
 
     def end_edge(self, edge_id: str, member_id: str) -> None:
         """Forget a membership or group assignment (ended ones are put with their end)."""
+        self._forget_edge(edge_id, member_id)
+        self._settle()
+
+    def _forget_edge(self, edge_id: str, member_id: str) -> None:
         for table in (self._up, self._owners):
             edges = table.get(member_id)
             if edges and edge_id in edges:
@@ -280,7 +325,6 @@ class DecisionIndex:
                 if table is self._up and not still_linked:
                     self._down.get(group_id, set()).discard(member_id)
                 self._touch(member_id)
-        self._settle()
 
     def put_assignment(
         self,
@@ -296,7 +340,7 @@ class DecisionIndex:
     ) -> None:
         """An assignment with its effective window (its end, or when it was ended if sooner)."""
         principal_id, target_id, scope = intern(principal_id), intern(target_id), intern(scope)
-        self.drop_assignment(assignment_id, principal_id)
+        self._forget(assignment_id, principal_id)
         if kind == "eligible":
             self._eligible.setdefault(principal_id, {})[assignment_id] = (
                 target_type,
@@ -310,14 +354,20 @@ class DecisionIndex:
             self._role_grants.setdefault(target_id, set()).add(assignment_id)
             self._by_principal.setdefault(principal_id, set()).add(assignment_id)
             self._hold(assignment_id, principal_id, target_id, scope, start, end)
-            self._settle()
         else:
             relation = "member" if target_type == "group_member" else "owner"
             self._put_edge(
                 assignment_id, "assignment", target_id, principal_id, relation, start, end
             )
+        self._settle()  # once, for what it was before and what it is now
 
     def drop_assignment(self, assignment_id: str, principal_id: str) -> None:
+        self._forget(assignment_id, principal_id)
+        self._settle()
+
+    def _forget(self, assignment_id: str, principal_id: str) -> None:
+        """Drop whatever ``assignment_id`` is now (eligible, a role grant or a group edge);
+        the caller settles, once, after what it does next."""
         eligible = self._eligible.get(principal_id)
         if eligible is not None:
             eligible.pop(assignment_id, None)
@@ -327,7 +377,7 @@ class DecisionIndex:
             self._role_grants[role_id].discard(assignment_id)
             self._by_principal[pid].discard(assignment_id)
             self._unhold(assignment_id, pid, self._role_perms.get(role_id, ()))
-        self.end_edge(assignment_id, principal_id)
+        self._forget_edge(assignment_id, principal_id)
 
     # -- asking ---------------------------------------------------------------------------
 
@@ -347,10 +397,8 @@ class DecisionIndex:
                     None,
                     self.revision,
                 )
-            enabled, reached = True, self._holders_along(paths)
-        else:
-            enabled, reached, paths = view
-        if not enabled:
+            view = self._view_of(principal_id, True, paths)
+        if not view[0]:
             return Decision(
                 False,
                 principal_id,
@@ -361,34 +409,42 @@ class DecisionIndex:
                 None,
                 self.revision,
             )
-        patterns = candidate_patterns(permission)
+        table: _Table = view[1]
         scopes = ancestors(scope)
-        held = self._held
-        for pid in reached:
-            by_pattern = held.get(pid)
-            if by_pattern is None:  # dropped by a follow still in progress: not held now
+        for pattern in candidate_patterns(permission):
+            sources = table.get(pattern)
+            if sources is None:
                 continue
-            for pattern in patterns:
-                grants = by_pattern.get(pattern)
-                if grants is None:
-                    continue
-                for g_scope, g_start, g_end, aid, role_id in grants:
-                    if g_start <= t < g_end and g_scope in scopes:
-                        for path in paths[pid]:
-                            if path[0] <= t < path[1]:
-                                grant = Grant(
-                                    aid, role_id, g_scope, pattern, pid, path, g_start, g_end
-                                )
-                                return Decision(
-                                    True,
-                                    principal_id,
-                                    permission,
-                                    scope,
-                                    at,
-                                    "granted",
-                                    grant,
-                                    self.revision,
-                                )
+            for source in sources:
+                if isinstance(source, int):  # a group holder, at this position in the view
+                    grants = view[source].get(pattern)
+                    if grants is None:  # the group no longer holds it
+                        continue
+                    for grant in grants:
+                        if grant[0] in scopes and grant[1] <= t < grant[2]:
+                            for path in view[source + 1]:
+                                if path[0] <= t < path[1]:
+                                    return Decision(
+                                        True,
+                                        principal_id,
+                                        permission,
+                                        scope,
+                                        at,
+                                        "granted",
+                                        _found(grant, pattern, view[source + 2], path),
+                                        self.revision,
+                                    )
+                elif source[0] in scopes and source[1] <= t < source[2]:
+                    return Decision(
+                        True,
+                        principal_id,
+                        permission,
+                        scope,
+                        at,
+                        "granted",
+                        _found(source, pattern, principal_id, None),
+                        self.revision,
+                    )
         return Decision(
             False,
             principal_id,
@@ -501,18 +557,27 @@ class DecisionIndex:
 
     def _hold(self, aid: str, pid: str, role_id: str, scope: str, start: float, end: float) -> None:
         entry: _RoleGrant = (scope, start, end, aid, role_id)
+        group = pid in self._groups
         held = self._held.get(pid)
         if held is None:
             held = self._held[pid] = {}
-            self._dirty_holders.add(pid)
+            if group:  # the views below must reach it
+                self._new_holders.add(pid)
         for pattern in self._role_perms.get(role_id, ()):
             grants = held.get(pattern)
             if grants is None:
-                held[pattern] = [entry]
+                held[pattern] = (entry,)
+                if group:  # the tables below must list it
+                    self._grown.setdefault(pid, set()).add(pattern)
             else:
-                grants.append(entry)
+                held[pattern] = (*grants, entry)
+        if not group:
+            self._dirty_holders.add(pid)  # its table holds its own tuples: rebuild it
 
     def _unhold(self, aid: str, pid: str, patterns: Iterable[str]) -> None:
+        """Drop grant ``aid`` of ``pid``. A group keeps its dict, even empty, and a pattern it
+        no longer holds may stay listed in the tables below it: a decision finds nothing
+        there and moves on, and the views below need no change."""
         held = self._held.get(pid)
         if held is None:
             return
@@ -520,19 +585,25 @@ class DecisionIndex:
             grants = held.get(pattern)
             if grants is None:
                 continue
-            kept = [g for g in grants if g[3] != aid]
+            kept = tuple(g for g in grants if g[3] != aid)
             if kept:
                 held[pattern] = kept
             else:
                 del held[pattern]
+        if pid in self._groups:
+            return
         if not held:
             del self._held[pid]
-            self._dirty_holders.add(pid)
+        self._dirty_holders.add(pid)
 
     def _settle(self) -> None:
         """Recompute the derived closures that changes made stale (unless in a bulk block)."""
         if self._building or not (
-            self._dirty_groups or self._dirty_principals or self._dirty_holders
+            self._dirty_groups
+            or self._dirty_principals
+            or self._dirty_holders
+            or self._new_holders
+            or self._grown
         ):
             return
         groups = set(self._descendant_groups(self._dirty_groups))
@@ -547,17 +618,21 @@ class DecisionIndex:
         for pid in principals:
             self._paths[pid] = self._principal_paths(pid)
         principals.update(h for h in self._dirty_holders if h not in self._groups)
-        principals.update(
-            self._principals_below(h for h in self._dirty_holders if h in self._groups)
-        )
+        # (A holder not known as a group may still have members: one put before its group.)
+        principals.update(self._principals_below(self._dirty_holders))
         for pid in principals:
             paths = self._paths.get(pid)
             if paths is None:  # a holder never put nor linked: its paths are just itself
                 paths = self._paths[pid] = self._principal_paths(pid)
-            self._views[pid] = (self._enabled.get(pid, True), self._holders_along(paths), paths)
+            self._views[pid] = self._view_of(pid, self._enabled.get(pid, True), paths)
+        if self._new_holders or self._grown:
+            for pid in self._principals_below(self._new_holders | self._grown.keys()) - principals:
+                self._add_to_view(pid)
         self._dirty_groups.clear()
         self._dirty_principals.clear()
         self._dirty_holders.clear()
+        self._new_holders.clear()
+        self._grown.clear()
 
     def _principals_below(self, groups: Iterable[str]) -> set[str]:
         """Users and service accounts inside any of ``groups``, at any depth, at any time."""
@@ -568,9 +643,84 @@ class DecisionIndex:
             if m not in self._groups
         }
 
-    def _holders_along(self, paths: dict[str, tuple[Path, ...]]) -> tuple[str, ...]:
+    def _view_of(self, pid: str, enabled: bool, paths: dict[str, tuple[Path, ...]]) -> _View:
+        """``pid``'s view: its table of patterns, then each group holder it reaches."""
         held = self._held
-        return tuple(p for p in paths if p in held)
+        shared = self._shared_sources
+        table: _Table = {}
+        view: list[Any] = [enabled, table]
+        for holder, holder_paths in paths.items():
+            by_pattern = held.get(holder)
+            if by_pattern is None or holder == pid:
+                continue
+            here = self._position(len(view))
+            view += (by_pattern, holder_paths, holder)
+            if not table:
+                table.update(dict.fromkeys(by_pattern, here))
+                continue
+            for pattern in by_pattern:  # (a hot loop of the build: ``_sources`` inlined)
+                found = table.get(pattern)
+                if found is None:
+                    table[pattern] = here
+                else:
+                    both = found + here
+                    table[pattern] = shared.setdefault(both, both)
+        own = held.get(pid)
+        if own is not None:  # its own grants first: they are checked first
+            for pattern, grants in own.items():
+                found = table.get(pattern)
+                table[pattern] = grants if found is None else (*grants, *found)
+        return tuple(view)
+
+    def _add_to_view(self, pid: str) -> None:
+        """Add to ``pid``'s view the groups it reaches that hold grants for the first time (a
+        new view, with a copy of the table), then list in its table the patterns new to the
+        groups it reaches (in place: one dict assignment each, which a reader sees done or
+        not yet). Cheaper than ``_view_of`` by the groups that did not change."""
+        view = self._views.get(pid)
+        paths = self._paths.get(pid)
+        if view is None or paths is None:
+            return
+        reached = view[4::3]
+        added = [g for g in paths if g in self._new_holders and g not in reached]
+        if added:
+            table = dict(view[1])
+            extended = [view[0], table, *view[2:]]
+            for group in added:
+                by_pattern = self._held[group]
+                here = self._position(len(extended))
+                extended += (by_pattern, paths[group], group)
+                for pattern in by_pattern:
+                    found = table.get(pattern)
+                    table[pattern] = here if found is None else self._sources(found, here)
+            view = self._views[pid] = tuple(extended)
+        table = view[1]
+        for position in range(2, len(view), 3):
+            patterns = self._grown.get(view[position + 2])
+            if not patterns:
+                continue
+            here = self._position(position)
+            for pattern in patterns:
+                found = table.get(pattern)
+                if found is None:
+                    table[pattern] = here
+                elif position not in found:
+                    table[pattern] = self._sources(found, here)
+
+    # Most principals reach their groups' patterns through the same few positions: those
+    # tuples are shared (millions of them otherwise).
+
+    def _position(self, position: int) -> tuple[_RoleGrant | int, ...]:
+        here = (position,)
+        return self._shared_sources.setdefault(here, here)
+
+    def _sources(
+        self, found: tuple[_RoleGrant | int, ...], here: tuple[_RoleGrant | int, ...]
+    ) -> tuple[_RoleGrant | int, ...]:
+        """``found`` and then ``here``; shared unless it starts with own grants (they come
+        first, so a tuple that starts with a position holds only positions)."""
+        both = found + here
+        return self._shared_sources.setdefault(both, both) if isinstance(found[0], int) else both
 
     def _descendant_groups(self, roots: Iterable[str]) -> Iterator[str]:
         seen: set[str] = set()
@@ -605,15 +755,17 @@ class DecisionIndex:
             if parent in self._in_progress:
                 blocked.add(parent)
                 continue
-            _add_path(found, parent, (start, end, step, None))
+            _add_path(found, parent, (start, end, step, None), 1)
             above, above_blocked = self._closure_of(parent)
             blocked |= above_blocked
             for ancestor, paths in above.items():
                 if ancestor == group_id:
                     continue  # back to where we started: a cycle across time
                 for p in paths:
-                    if _depth(p) < self.max_depth:
-                        _add_path(found, ancestor, (max(start, p[0]), min(end, p[1]), step, p))
+                    depth = _depth(p)
+                    if depth < self.max_depth:
+                        path = (max(start, p[0]), min(end, p[1]), step, p)
+                        _add_path(found, ancestor, path, depth + 1)
         self._in_progress.discard(group_id)
         blocked.discard(group_id)
         closure = {g: tuple(ps) for g, ps in found.items()}
@@ -624,11 +776,13 @@ class DecisionIndex:
     def _principal_paths(self, pid: str) -> dict[str, tuple[Path, ...]]:
         found: dict[str, list[Path]] = {pid: [_self_path(pid)]}
         for group_id, start, end, step in self._up.get(pid, {}).values():
-            _add_path(found, group_id, (start, end, step, None))
+            _add_path(found, group_id, (start, end, step, None), 1)
             for ancestor, paths in self._group_closure(group_id).items():
                 for p in paths:
-                    if _depth(p) < self.max_depth:
-                        _add_path(found, ancestor, (max(start, p[0]), min(end, p[1]), step, p))
+                    depth = _depth(p)
+                    if depth < self.max_depth:
+                        path = (max(start, p[0]), min(end, p[1]), step, p)
+                        _add_path(found, ancestor, path, depth + 1)
         return {g: tuple(ps) for g, ps in found.items()}
 
 
@@ -672,8 +826,9 @@ def _depth(path: Path | None) -> int:
     return depth
 
 
-def _add_path(found: dict[str, list[Path]], group_id: str, path: Path) -> None:
-    """Keep ``path`` unless it is empty or a known path no longer than it covers its window.
+def _add_path(found: dict[str, list[Path]], group_id: str, path: Path, depth: int) -> None:
+    """Keep ``path`` (``depth`` links long) unless it is empty or a known path no longer than
+    it covers its window.
 
     (A longer path covering a shorter one does not make it redundant: the shorter one may
     still be extended further up before the depth cap.)
@@ -681,8 +836,10 @@ def _add_path(found: dict[str, list[Path]], group_id: str, path: Path) -> None:
     start, end = path[0], path[1]
     if start >= end:
         return
-    known = found.setdefault(group_id, [])
-    depth = _depth(path)
+    known = found.get(group_id)
+    if known is None:
+        found[group_id] = [path]
+        return
     for other in known:
         if other[0] <= start and end <= other[1] and _depth(other) <= depth:
             return
