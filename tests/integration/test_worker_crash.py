@@ -137,6 +137,25 @@ def test_a_worker_killed_inside_the_write_of_taken_jobs_leaves_them_to_the_next(
         assert set(rows) == {("done", 1)}
 
 
+def test_sigterm_stops_the_worker_cleanly_after_its_write(migrated_url: str) -> None:
+    """SIGTERM (what systemd and container runtimes send) ends ``pimlico worker`` as Ctrl-C
+    does: what it ran is committed and it exits 0, rather than dying mid-write."""
+    with Pimlico(Settings(database_url=migrated_url)) as rt:
+        with rt.sessions() as s, s.begin():
+            s.execute(text(CREATE))
+        with rt.writing(OPERATOR) as w:
+            outbox.enqueue(w, kind="test.mark", payload={}, due_at=datetime.now(UTC))
+
+        worker = start_worker(migrated_url)
+        try:
+            wait_for(lambda: _done(rt) == 1, timeout=20)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=10)
+        assert worker.returncode == 0, err.decode()
+        assert b"Traceback" not in err
+
+
 def _done(rt: Pimlico) -> int:
     with rt.reading() as s:
         return s.scalar(select(func.count()).where(JobRow.status == "done")) or 0

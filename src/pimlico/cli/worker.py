@@ -1,4 +1,5 @@
-"""``pimlico worker``: run the outbox's due jobs, until Ctrl-C or (``--once``) until none is due.
+"""``pimlico worker``: run the outbox's due jobs, until Ctrl-C or SIGTERM (or, with ``--once``,
+until none is due). Either signal lets the write in progress finish and commit, then exits 0.
 
 A thin entry point: it builds the runtime and a ``Worker`` with ``jobs.handlers.HANDLERS``.
 The hidden ``--handlers module:attr`` (a mapping of kind → handler, added to the built-in
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import socket
 import threading
 from collections.abc import Mapping
@@ -43,8 +45,14 @@ def worker(
         if once:
             say(f"ran {running.run_once(rt.clock.now())} job(s)")
             return
-        say(f"worker {name} running; Ctrl-C stops it")
-        try:
-            running.run_forever(threading.Event())
-        except KeyboardInterrupt:
-            say("worker stopped")
+        stop = threading.Event()
+
+        def finish(signum: int, frame: object) -> None:
+            stop.set()
+            running.wake()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, finish)
+        say(f"worker {name} running; Ctrl-C or SIGTERM stops it")
+        running.run_forever(stop)
+        say("worker stopped")
