@@ -20,6 +20,8 @@ standard library, so the domain may raise these errors.
     │   ├── DepthExceeded       409  NestingTooDeep       nesting deeper than the cap
     │   └── LastGlobalAdministrator 409 LastGlobalAdministrator
     ├── PermissionDenied    403  PermissionDenied     the caller may not do this
+    ├── NotAuthenticated    401  NotAuthenticated     no valid credentials were given
+    ├── TooManyAttempts     429  TooManyAttempts      sign-in refused until the window passes
     ├── AuditChainBroken    500  AuditChainBroken     the audit log was tampered with
     ├── MfaError            400  MfaError             multi-factor authentication refused
     │   ├── MfaNotEnrolled      400  MfaNotEnrolled       no (confirmed) factor to use
@@ -138,6 +140,26 @@ class LastGlobalAdministrator(Conflict):
 class PermissionDenied(PimlicoError):
     code = "PermissionDenied"
     status = 403
+
+
+class NotAuthenticated(PimlicoError):
+    """No credentials, or credentials that are wrong, expired or revoked. The message never
+    says which, so a caller cannot tell an unknown account from a wrong password."""
+
+    code = "NotAuthenticated"
+    status = 401
+
+
+class TooManyAttempts(PimlicoError):
+    """Too many failed sign-ins: refused until ``retry_after`` (an instant), whatever the
+    password."""
+
+    code = "TooManyAttempts"
+    status = 429
+
+    def __init__(self, message: str, retry_after: datetime) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

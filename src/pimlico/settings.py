@@ -85,6 +85,39 @@ class Settings(BaseSettings):
         le=86400,
         description="Seconds of the MFA attempt window (and of the lockout it starts).",
     )
+    session_lifetime: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=7 * 86400,
+        description="Seconds a sign-in session (its bearer token or cookie) lasts.",
+    )
+    token_max_lifetime: int = Field(
+        default=365 * 86400,
+        ge=3600,
+        le=5 * 365 * 86400,
+        description="The longest lifetime a personal or service-account token may be given.",
+    )
+    token_cache_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=60.0,
+        description=(
+            "Seconds a process trusts a token it has read before reading it again: a token "
+            "revoked through another process stops working at most this late."
+        ),
+    )
+    signin_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Failed sign-ins allowed per account per window; then sign-in is locked.",
+    )
+    signin_attempt_window: int = Field(
+        default=900,
+        ge=1,
+        le=86400,
+        description="Seconds of the sign-in attempt window (and of the lockout it starts).",
+    )
 
     _key: bytes | None = PrivateAttr(default=None)
 

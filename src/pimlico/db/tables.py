@@ -383,3 +383,43 @@ class JobRow(Base):
     claimed_until: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     dedupe_key: Mapped[str | None] = mapped_column(String(256))
+
+
+class CredentialRow(Base):
+    """A user's local password: its argon2 hash, never the password. ``failed_attempts``
+    counts failed sign-ins since ``failures_since`` (the start of the attempt window): past
+    the limit, sign-in is refused until the window ends, whatever the password."""
+
+    __tablename__ = "credentials"
+
+    user_id: Mapped[str] = mapped_column(ID, ForeignKey("users.id"), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str] = mapped_column(String(256))
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failures_since: Mapped[datetime | None]
+
+
+class ApiTokenRow(Base):
+    """A bearer token of a user or service account: a sign-in session (``kind`` ``session``)
+    or a token made for a script (``personal``, ``service``). Only the SHA-256 of its secret
+    is kept (the secret is 32 random bytes: a slow hash adds nothing to that). ``scopes``:
+    the ``pim.*`` permission patterns it may use (``*``: all its holder's); every token
+    expires; a revoked one stays, as the record of what existed."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_principal", "principal_id", "revoked_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    principal_type: Mapped[str] = mapped_column(String(32))
+    principal_id: Mapped[str] = mapped_column(ID)
+    name: Mapped[str] = mapped_column(String(256))
+    scopes: Mapped[list[str]]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(256))

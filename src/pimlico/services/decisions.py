@@ -296,6 +296,8 @@ def authorize(runtime: Pimlico, actor: Actor, permission: str, scope: str = "/")
         return
     if actor.principal_id is None:
         raise PermissionDenied(f"{permission} is needed at {scope}")
+    if not actor.may_use(permission):
+        raise PermissionDenied(f"{permission} is needed at {scope}; the token's scopes exclude it")
     decision = runtime.decisions.current().decide(
         actor.principal_id, permission, scope, runtime.clock.now()
     )

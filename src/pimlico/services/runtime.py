@@ -20,6 +20,7 @@ from pimlico.clock import Clock, SystemClock
 from pimlico.db import mappers
 from pimlico.db.audit import WriteContext, begin_write, finish_write
 from pimlico.db.engine import make_engine, make_sessionmaker
+from pimlico.domain.permissions import matches
 from pimlico.settings import Settings
 
 T = TypeVar("T")
@@ -38,14 +39,21 @@ class Actor:
     name: str
     principal_id: str | None = None
     system: bool = False
+    scopes: frozenset[str] | None = None
+    """The permission patterns its credentials may use (a scoped token), or ``None``: all it
+    holds. A scope narrows what the holder may do, never widens it."""
 
     @classmethod
     def operator(cls, name: str = "cli") -> Actor:
         return cls(name=f"system:{name}", system=True)
 
     @classmethod
-    def principal(cls, principal_id: str) -> Actor:
-        return cls(name=principal_id, principal_id=principal_id)
+    def principal(cls, principal_id: str, scopes: frozenset[str] | None = None) -> Actor:
+        return cls(name=principal_id, principal_id=principal_id, scopes=scopes)
+
+    def may_use(self, permission: str) -> bool:
+        """Do its credentials' scopes cover ``permission`` (whether it holds it or not)?"""
+        return self.scopes is None or any(matches(p, permission) for p in self.scopes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,9 @@ class Pimlico:
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self.decisions = DecisionFollower(self)
         self._thread = threading.local()
+        self.caches: dict[str, object] = {}
+        """What services keep in this process between calls, by service (``accounts``: the
+        bearer tokens as last read)."""
 
     def close(self) -> None:
         self.decisions.close()

@@ -1,0 +1,79 @@
+"""The HTTP API (FastAPI) under ``/api/v1``: ``create_app(settings)``.
+
+Routes translate HTTP to use-case calls and back (``routes/``); errors become problems
+(``problems``); the caller is authenticated in ``deps``; every decision about what a caller
+may do is the services'. The app owns one runtime (``Pimlico``), opened when it is built and
+closed at shutdown, unless the caller passes its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from pimlico import __version__
+from pimlico.api import metrics, problems
+from pimlico.api.routes import (
+    approvals,
+    assignments,
+    audit,
+    auth,
+    decisions,
+    directory,
+    mfa,
+    requests,
+    roles,
+    system,
+)
+from pimlico.services.runtime import Pimlico
+from pimlico.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, *, runtime: Pimlico | None = None) -> FastAPI:
+    """The API for ``settings`` (or over ``runtime``, which the caller then closes)."""
+    rt = runtime or Pimlico(settings)
+    owned = runtime is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned:
+                rt.close()
+
+    app = FastAPI(
+        title="Pimlico",
+        version=__version__,
+        summary="Privileged Identity Management: zero standing privilege, just in time.",
+        description=(
+            "Every operation but sign-in, health and metrics needs a bearer token "
+            "(`Authorization: Bearer pim_…`), from `POST /api/v1/auth/sign-in` or "
+            "`POST /api/v1/tokens`. Errors are RFC 9457 problems with a stable `code`. "
+            "Writes answer with the store revision they made in the `Pimlico-Revision` "
+            "header; pass it to `check` as `at_least_revision` to read your own writes."
+        ),
+        lifespan=lifespan,
+        responses=problems.PROBLEM_RESPONSES,
+    )
+    app.state.runtime = rt
+    problems.install(app)
+    metrics.install(app)
+    app.include_router(system.router)
+    for module in (
+        auth,
+        directory,
+        roles,
+        assignments,
+        requests,
+        approvals,
+        decisions,
+        mfa,
+        audit,
+    ):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,140 @@
+"""What routes are given: the runtime, the authenticated caller, paging, the revision header.
+
+Routes declare ``RuntimeDep`` and ``CallerDep`` (``Annotated`` aliases) and nothing else of
+the app. The caller is authenticated here (a bearer token, ``services.accounts``); what the
+caller may do is decided by the services, never here — except the token's ``pim.self``
+scope, which guards acting on one's own behalf (``SelfDep``), something no ``pim.*``
+permission covers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from pimlico.errors import FieldError, InvalidInput, NotAuthenticated, PermissionDenied
+from pimlico.services import accounts
+from pimlico.services.runtime import Actor, Pimlico
+
+T = TypeVar("T")
+REVISION_HEADER = "Pimlico-Revision"
+"""The store revision a write produced (pass it to ``check`` as ``at_least_revision``)."""
+
+
+def _runtime(request: Request) -> Pimlico:
+    rt: Pimlico = request.app.state.runtime
+    return rt
+
+
+RuntimeDep = Annotated[Pimlico, Depends(_runtime)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise NotAuthenticated("use 'Authorization: Bearer <token>'")
+    return value.strip()
+
+
+def _caller(request: Request, rt: RuntimeDep) -> Actor:
+    bearer = _bearer(request)
+    if bearer is None:
+        raise NotAuthenticated("sign in, or send a token: 'Authorization: Bearer <token>'")
+    actor, token_id = accounts.authenticate(rt, bearer)
+    request.state.token_id = token_id
+    return actor
+
+
+CallerDep = Annotated[Actor, Depends(_caller)]
+
+
+def _acting_for_self(caller: CallerDep) -> Actor:
+    if not caller.may_use(accounts.SELF):
+        raise PermissionDenied(f"this token's scopes exclude {accounts.SELF} (acting for oneself)")
+    return caller
+
+
+SelfDep = Annotated[Actor, Depends(_acting_for_self)]
+"""The caller, acting on their own behalf (activating, their requests, MFA, their tokens)."""
+
+
+def written(response: Response, revision: int) -> None:
+    """Put the revision a write produced in its response."""
+    response.headers[REVISION_HEADER] = str(revision)
+
+
+# -- cursor pagination ----------------------------------------------------------------------
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, in a stable order; ``next_cursor`` fetches the next page (absent
+    on the last one)."""
+
+    items: list[T]
+    next_cursor: str | None = Field(default=None, description="Opaque; pass back as `cursor`.")
+
+
+class Paging:
+    def __init__(self, cursor: str | None, limit: int) -> None:
+        self.cursor = cursor
+        self.limit = limit
+
+    def page(
+        self, items: Sequence[Any], key: Callable[[Any], Any], make: Callable[[Any], T]
+    ) -> Page[T]:
+        """The page after ``cursor`` of ``items`` ordered by ``key`` (a unique, stable sort
+        key: each page resumes after the last key of the previous one, so rows added or
+        removed meanwhile neither repeat nor skip the rest)."""
+        after = _decode(self.cursor) if self.cursor else None
+        ordered = sorted(items, key=key)
+        if after is not None:
+            ordered = [i for i in ordered if _comparable(key(i)) > after]
+        chosen = ordered[: self.limit]
+        more = len(ordered) > self.limit
+        cursor = _encode(_comparable(key(chosen[-1]))) if more and chosen else None
+        return Page[T](items=[make(i) for i in chosen], next_cursor=cursor)
+
+
+def _paging(
+    cursor: Annotated[
+        str | None, Query(description="From the previous page's `next_cursor`.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Items per page.")] = 100,
+) -> Paging:
+    if cursor is not None:
+        _decode(cursor)
+    return Paging(cursor, limit)
+
+
+PagingDep = Annotated[Paging, Depends(_paging)]
+
+
+def _comparable(key: Any) -> list[Any]:
+    values = key if isinstance(key, tuple) else (key,)
+    return [v.isoformat() if hasattr(v, "isoformat") else v for v in values]
+
+
+def _encode(key: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
+
+
+def _decode(cursor: str) -> list[Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, list):
+        raise InvalidInput(
+            "cursor: not a cursor this API gave",
+            [FieldError("cursor", "cursor", "pass back a next_cursor unchanged")],
+        )
+    return value

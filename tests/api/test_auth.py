@@ -1,0 +1,219 @@
+"""Signing in, tokens and their scopes, expiry and revocation, through the API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from pimlico.clock import FixedClock
+from pimlico.db.tables import ApiTokenRow, CredentialRow
+from pimlico.services import accounts, directory
+from pimlico.services.runtime import Pimlico
+from tests.api.conftest import ADMIN, PASSWORD, SignIn
+from tests.integration.world import OPERATOR, user
+
+
+def with_password(rt: Pimlico, name: str, password: str = PASSWORD) -> str:
+    user_id = user(rt, name).id
+    accounts.set_password(rt, actor=OPERATOR, user_id=user_id, password=password)
+    return user_id
+
+
+def test_sign_in_gives_a_session_token_that_authenticates(
+    rt: Pimlico, anonymous: TestClient
+) -> None:
+    alex = with_password(rt, "alex")
+    answer = anonymous.post(
+        "/api/v1/auth/sign-in", json={"user_name": "alex", "password": PASSWORD}
+    )
+    assert answer.status_code == 201, answer.text
+    assert int(answer.headers["Pimlico-Revision"]) > 0
+    body = answer.json()
+    assert body["token"].startswith("pim_")
+    assert body["details"]["kind"] == "session"
+    me = anonymous.get("/api/v1/me", headers={"Authorization": f"Bearer {body['token']}"})
+    assert me.status_code == 200
+    assert me.json()["principal_id"] == alex
+
+
+def test_unknown_user_and_wrong_password_get_the_same_answer(
+    rt: Pimlico, anonymous: TestClient
+) -> None:
+    with_password(rt, "alex")
+    unknown = anonymous.post(
+        "/api/v1/auth/sign-in", json={"user_name": "nobody", "password": PASSWORD}
+    )
+    wrong = anonymous.post(
+        "/api/v1/auth/sign-in", json={"user_name": "alex", "password": "not the password"}
+    )
+    assert unknown.status_code == wrong.status_code == 401
+    assert unknown.json()["detail"] == wrong.json()["detail"]
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.json()["code"] == "NotAuthenticated"
+
+
+def test_a_disabled_user_cannot_sign_in_even_with_the_right_password(
+    rt: Pimlico, anonymous: TestClient
+) -> None:
+    alex = with_password(rt, "alex")
+    directory.set_user_enabled(rt, actor=OPERATOR, user_id=alex, enabled=False)
+    answer = anonymous.post(
+        "/api/v1/auth/sign-in", json={"user_name": "alex", "password": PASSWORD}
+    )
+    assert answer.status_code == 401
+
+
+def test_sign_in_locks_after_too_many_failures_until_the_window_passes(
+    rt: Pimlico, anonymous: TestClient, clock: FixedClock
+) -> None:
+    with_password(rt, "alex")
+    for _ in range(rt.settings.signin_max_attempts):
+        failed = anonymous.post(
+            "/api/v1/auth/sign-in", json={"user_name": "alex", "password": "wrong password!"}
+        )
+        assert failed.status_code == 401
+    locked = anonymous.post(
+        "/api/v1/auth/sign-in", json={"user_name": "alex", "password": PASSWORD}
+    )
+    assert locked.status_code == 429
+    assert locked.json()["code"] == "TooManyAttempts"
+    assert int(locked.headers["Retry-After"]) >= 1
+    clock.advance(timedelta(seconds=rt.settings.signin_attempt_window))
+    again = anonymous.post("/api/v1/auth/sign-in", json={"user_name": "alex", "password": PASSWORD})
+    assert again.status_code == 201
+
+
+def test_passwords_and_token_secrets_are_stored_only_as_hashes(
+    rt: Pimlico, anonymous: TestClient
+) -> None:
+    with_password(rt, "alex")
+    answer = anonymous.post(
+        "/api/v1/auth/sign-in", json={"user_name": "alex", "password": PASSWORD}
+    )
+    secret = answer.json()["token"].rsplit("_", 1)[1]
+    with rt.reading() as s:
+        stored = s.scalars(select(CredentialRow.password_hash)).all()
+        hashes = s.scalars(select(ApiTokenRow.secret_hash)).all()
+    assert stored
+    assert all(h.startswith("$argon2id$") and PASSWORD not in h for h in stored)
+    assert hashes
+    assert all(secret not in h for h in hashes)
+
+
+def test_calls_without_a_valid_token_are_refused(anonymous: TestClient, admin: TestClient) -> None:
+    assert anonymous.get("/api/v1/me").status_code == 401
+    bad = anonymous.get("/api/v1/me", headers={"Authorization": "Bearer pim_nonsense"})
+    assert bad.status_code == 401
+    assert bad.headers["WWW-Authenticate"].startswith("Bearer")
+    token = admin.headers["Authorization"].removeprefix("Bearer ")
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    assert (
+        anonymous.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"}).status_code
+        == 401
+    )
+    basic = anonymous.get("/api/v1/me", headers={"Authorization": "Basic cm9vdDpwdw=="})
+    assert basic.status_code == 401
+
+
+def test_sessions_expire(rt: Pimlico, admin: TestClient, clock: FixedClock) -> None:
+    assert admin.get("/api/v1/me").status_code == 200
+    clock.advance(timedelta(seconds=rt.settings.session_lifetime))
+    assert admin.get("/api/v1/me").status_code == 401
+
+
+def test_sign_out_revokes_the_token(admin: TestClient) -> None:
+    assert admin.post("/api/v1/auth/sign-out").status_code == 204
+    assert admin.get("/api/v1/me").status_code == 401
+
+
+def test_a_personal_token_is_shown_once_listed_without_its_secret_and_revocable(
+    admin: TestClient, anonymous: TestClient
+) -> None:
+    made = admin.post(
+        "/api/v1/tokens", json={"name": "nightly", "scopes": ["pim.audit.read"], "lifetime": "P7D"}
+    )
+    assert made.status_code == 201, made.text
+    bearer = made.json()["token"]
+    token_id = made.json()["details"]["id"]
+    listed = admin.get("/api/v1/tokens").json()
+    assert token_id in {t["id"] for t in listed}
+    assert bearer not in str(listed)
+    using = {"Authorization": f"Bearer {bearer}"}
+    assert anonymous.get("/api/v1/me", headers=using).json()["scopes"] == ["pim.audit.read"]
+    assert admin.delete(f"/api/v1/tokens/{token_id}").status_code == 200
+    assert anonymous.get("/api/v1/me", headers=using).status_code == 401
+
+
+def test_a_scoped_token_cannot_use_permissions_outside_its_scopes(
+    rt: Pimlico, admin: TestClient, anonymous: TestClient, admin_id: str
+) -> None:
+    made = admin.post("/api/v1/tokens", json={"name": "reader", "scopes": ["pim.audit.read"]})
+    using = {"Authorization": f"Bearer {made.json()['token']}"}
+    other = user(rt, "bob").id
+    question = {"principal_id": other, "permission": "mail.purge", "scope": "/"}
+    allowed = admin.post("/api/v1/decisions/check", json=question)
+    assert allowed.status_code == 200
+    refused = anonymous.post("/api/v1/decisions/check", json=question, headers=using)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "PermissionDenied"
+    self_service = anonymous.put(
+        "/api/v1/me/password",
+        json={"password": "another long password", "current_password": PASSWORD},
+        headers=using,
+    )
+    assert self_service.status_code == 403
+
+
+def test_a_token_cannot_be_wider_than_the_token_that_made_it(
+    admin: TestClient, anonymous: TestClient
+) -> None:
+    made = admin.post("/api/v1/tokens", json={"name": "narrow", "scopes": ["pim.audit.read"]})
+    using = {"Authorization": f"Bearer {made.json()['token']}"}
+    wider = anonymous.post("/api/v1/tokens", json={"name": "wide", "scopes": ["*"]}, headers=using)
+    assert wider.status_code == 403
+
+
+def test_bad_token_requests_name_the_field_and_rule(admin: TestClient) -> None:
+    answer = admin.post(
+        "/api/v1/tokens", json={"name": "x", "scopes": ["not a pattern"], "lifetime": "P9999D"}
+    )
+    assert answer.status_code == 400
+    fields = {e["field"] for e in answer.json()["errors"]}
+    assert "scopes[0]" in fields
+    missing = admin.post("/api/v1/tokens", json={"scopes": ["*"]})
+    assert missing.status_code == 400
+    assert missing.json()["errors"][0]["field"] == "name"
+    assert missing.json()["errors"][0]["rule"] == "missing"
+
+
+def test_a_user_changes_their_password_with_the_current_one_and_sessions_end(
+    rt: Pimlico, sign_in: SignIn, anonymous: TestClient
+) -> None:
+    with_password(rt, "alex")
+    alex = sign_in("alex", PASSWORD)
+    wrong = alex.put(
+        "/api/v1/me/password", json={"password": "a new long password", "current_password": "x"}
+    )
+    assert wrong.status_code == 403
+    changed = alex.put(
+        "/api/v1/me/password",
+        json={"password": "a new long password", "current_password": PASSWORD},
+    )
+    assert changed.status_code == 204
+    assert alex.get("/api/v1/me").status_code == 401
+    again = anonymous.post(
+        "/api/v1/auth/sign-in", json={"user_name": "alex", "password": "a new long password"}
+    )
+    assert again.status_code == 201
+
+
+def test_bootstrap_admin_refuses_a_store_that_has_one(rt: Pimlico, admin_id: str) -> None:
+    import pytest
+
+    from pimlico.errors import Conflict
+
+    with pytest.raises(Conflict):
+        accounts.bootstrap_admin(rt, user_name="second", password=PASSWORD)
+    assert ADMIN
