@@ -1,0 +1,66 @@
+"""Properties of every operation in the OpenAPI document, whoever wrote it: anonymous callers
+are refused (but for sign-in, health, readiness and metrics), every success response has a
+declared schema, and every operation has a summary."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pimlico.api import create_app
+from pimlico.settings import Settings
+
+PUBLIC = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("POST", "/api/v1/auth/sign-in"),
+}
+"""Operations open to anonymous callers: they say nothing about who holds what."""
+
+
+def operations(settings: Settings) -> list[tuple[str, str, dict[str, object]]]:
+    document = create_app(settings).openapi()
+    return [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_anonymous_callers_are_refused_by_every_operation_but_the_public_ones(
+    anonymous: TestClient, settings: Settings
+) -> None:
+    found = operations(settings)
+    assert len(found) > len(PUBLIC)
+    for method, path, _ in found:
+        concrete = re.sub(r"\{[^}]+\}", "00000000-0000-0000-0000-000000000000", path)
+        answer = anonymous.request(method, concrete, json={})
+        if (method, path) in PUBLIC:
+            assert answer.status_code != 401, (method, path)
+        else:
+            assert answer.status_code == 401, (method, path, answer.status_code, answer.text)
+            assert answer.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_every_operation_has_a_summary_and_a_declared_success_schema(settings: Settings) -> None:
+    for method, path, operation in operations(settings):
+        assert operation.get("summary"), (method, path)
+        responses = operation["responses"]
+        assert isinstance(responses, dict)
+        success = [code for code in responses if code.startswith("2")]
+        assert success, (method, path)
+        for code in success:
+            if code == "204":
+                continue
+            content = responses[code].get("content", {})
+            assert content, (method, path, code)
+            for media in content.values():
+                schema = media.get("schema", {})
+                if path == "/metrics":
+                    continue
+                assert schema, (method, path, code)
