@@ -6,6 +6,10 @@ nested into the role-assignable "Search and Purge" group that holds the mail pur
 Erin (Exchange engineer) is eligible for Exchange Administrator and for "Exchange Recipient
 Admins". Dana and Mike are eligible for "MDE Administrators", approved by Sam. Root is the
 break-glass Global Administrator, and Priya is eligible for Privileged Role Administrator.
+
+Every demo person signs in with a demo password (``demo_password``): public, printed by
+``pimlico demo sign-ins``, so they are for the demo store only — the demo loads into an
+empty store, never beside real accounts.
 """
 
 from __future__ import annotations
@@ -16,12 +20,30 @@ from datetime import timedelta
 from pimlico.domain.catalogue import GLOBAL_ADMINISTRATOR as GA
 from pimlico.domain.catalogue import PRIVILEGED_ROLE_ADMINISTRATOR, SECURITY_READER
 from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target, TargetType
-from pimlico.services import assignments, directory, role_settings, roles
+from pimlico.services import accounts, assignments, directory, role_settings, roles
 from pimlico.services.runtime import Actor, Pimlico
 
 ELIGIBLE = AssignmentKind.ELIGIBLE
 ACTIVE = AssignmentKind.ACTIVE
 YEAR = timedelta(days=365)
+
+
+PEOPLE: tuple[tuple[str, str, str | None, str], ...] = (
+    ("root", "Break-glass Administrator", None, "permanent Global Administrator"),
+    ("alex", "Alex Analyst", "alex@example.org", "eligible: Security Reader, Search and Purge"),
+    ("bob", "Bob Approver", "bob@example.org", "approves Search and Purge PIM"),
+    ("erin", "Erin Exchange", "erin@example.org", "eligible: Exchange Administrator"),
+    ("dana", "Dana Defender", "dana@example.org", "eligible: MDE Administrators"),
+    ("mike", "Mike Defender", "mike@example.org", "eligible: MDE Administrators"),
+    ("sam", "Sam Security Lead", "sam@example.org", "approves MDE Administrators"),
+    ("priya", "Priya Privileged", "priya@example.org", "eligible: Privileged Role Administrator"),
+)
+"""The demo people: user name, display name, email, and their part in the stories."""
+
+
+def demo_password(user_name: str) -> str:
+    """The demo person's password: public, for the demo store only."""
+    return f"{user_name}-demo-password"
 
 
 @dataclass
@@ -46,21 +68,12 @@ def load_demo(rt: Pimlico, actor: Actor | None = None) -> Demo:
     """Create the demo directory in an empty store; returns what it made."""
     actor = actor or Actor.operator("demo")
     demo = Demo()
-    people = [
-        ("root", "Break-glass Administrator", None),
-        ("alex", "Alex Analyst", "alex@example.org"),
-        ("bob", "Bob Approver", "bob@example.org"),
-        ("erin", "Erin Exchange", "erin@example.org"),
-        ("dana", "Dana Defender", "dana@example.org"),
-        ("mike", "Mike Defender", "mike@example.org"),
-        ("sam", "Sam Security Lead", "sam@example.org"),
-        ("priya", "Priya Privileged", "priya@example.org"),
-    ]
-    for name, display, email in people:
+    for name, display, email, _ in PEOPLE:
         user = directory.create_user(
             rt, actor=actor, user_name=name, display_name=display, email=email
         ).value
         demo.users[name] = user.id
+        accounts.set_password(rt, actor=actor, user_id=user.id, password=demo_password(name))
 
     mail = roles.create_role(
         rt,

@@ -13,7 +13,19 @@ from __future__ import annotations
 
 import typer
 
-from pimlico.cli import assignments, audit, db, decisions, demo, directory, mfa, roles, worker
+from pimlico.cli import accounts as account_commands
+from pimlico.cli import (
+    assignments,
+    audit,
+    db,
+    decisions,
+    demo,
+    directory,
+    mfa,
+    roles,
+    serve,
+    worker,
+)
 from pimlico.cli import requests as request_commands
 from pimlico.cli._common import handles_errors
 
@@ -26,6 +38,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(db.app, name="db")
+directory.users.command("set-password")(handles_errors(account_commands.set_password))
 app.add_typer(directory.users, name="user")
 app.add_typer(directory.service_accounts, name="service-account")
 app.add_typer(directory.groups, name="group")
@@ -47,6 +60,8 @@ app.command("approve")(handles_errors(request_commands.approve))
 app.command("deny")(handles_errors(request_commands.deny))
 app.command("cancel")(handles_errors(request_commands.cancel))
 app.command("worker")(handles_errors(worker.worker))
+app.command("serve")(handles_errors(serve.serve))
+app.command("bootstrap-admin")(handles_errors(account_commands.bootstrap_admin))
 
 
 def main() -> None:

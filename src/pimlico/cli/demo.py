@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from pimlico.cli._common import ACTOR, command, runtime, say, settings
-from pimlico.demo import load_demo
+from pimlico.demo import PEOPLE, demo_password, load_demo
 from pimlico.services import directory
 
 app = typer.Typer(
@@ -31,8 +31,9 @@ Walk the Search and Purge story with the CLI (prefix each with `uv run`):
 Self-service, as Alex: enrol MFA with `pimlico mfa enroll alex` and `mfa confirm`, verify
 with `mfa verify alex CODE`, then `pimlico activate alex "member:Search and Purge PIM"
 --duration PT1H --justification ... --ticket-system ... --ticket-number ...`; Bob decides
-with `pimlico approve REQUEST --as bob`. `pimlico serve` with the HTTP API and the portal
-arrive with the next issues; `make test` runs the whole suite.\
+with `pimlico approve REQUEST --as bob`. The same people sign in to the HTTP API that
+`pimlico serve` serves (`pimlico demo sign-ins` lists their demo passwords); `make test`
+runs the whole suite.\
 """
 
 
@@ -61,3 +62,16 @@ def load(
 def walkthrough() -> None:
     """Print how to walk the demo stories."""
     say(WALKTHROUGH.format(url=settings().database_url))
+
+
+@command(app, "sign-ins")
+def sign_ins() -> None:
+    """Print the demo people's user names and demo passwords (for the demo store only)."""
+    width = max(len(demo_password(name)) for name, *_ in PEOPLE)
+    say("Demo sign-ins. These passwords are public and set by `pimlico demo load`: they are")
+    say("for the demo store only, never for a store with real accounts.")
+    for name, _, _, part in PEOPLE:
+        say(f"  {name:<6} {demo_password(name):<{width}}  {part}")
+    example = f'{{"user_name": "alex", "password": "{demo_password("alex")}"}}'
+    say(f"Sign in: POST /api/v1/auth/sign-in {example}")
+    say("The CLI walk of the same stories: `uv run pimlico demo walkthrough`.")
