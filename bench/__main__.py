@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench import activations, decisions, worker
+from bench import activations, decisions, http_check, worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ BENCHMARKS = (
     Benchmark(decisions.NAME, decisions.add_arguments, decisions.run),
     Benchmark(worker.NAME, worker.add_arguments, worker.run),
     Benchmark(activations.NAME, activations.add_arguments, activations.run),
+    Benchmark(http_check.NAME, http_check.add_arguments, http_check.run),
 )
 
 

@@ -5,6 +5,11 @@ the app. The caller is authenticated here (a bearer token, ``services.accounts``
 caller may do is decided by the services, never here — except the token's ``pim.self``
 scope, which guards acting on one's own behalf (``SelfDep``), something no ``pim.*``
 permission covers.
+
+The dependencies are ``async def``: FastAPI runs plain ``def`` ones in its thread pool, a
+hop per dependency per request. Authenticating reads the store at most once per token per
+``token_cache_seconds`` (and writes ``last_used_at`` once a minute), short enough for the
+event loop.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ REVISION_HEADER = "Pimlico-Revision"
 """The store revision a write produced (pass it to ``check`` as ``at_least_revision``)."""
 
 
-def _runtime(request: Request) -> Pimlico:
+async def _runtime(request: Request) -> Pimlico:
     rt: Pimlico = request.app.state.runtime
     return rt
 
@@ -45,7 +50,7 @@ def _bearer(request: Request) -> str | None:
     return value.strip()
 
 
-def _caller(request: Request, rt: RuntimeDep) -> Actor:
+async def _caller(request: Request, rt: RuntimeDep) -> Actor:
     bearer = _bearer(request)
     if bearer is None:
         raise NotAuthenticated("sign in, or send a token: 'Authorization: Bearer <token>'")
@@ -57,7 +62,7 @@ def _caller(request: Request, rt: RuntimeDep) -> Actor:
 CallerDep = Annotated[Actor, Depends(_caller)]
 
 
-def _acting_for_self(caller: CallerDep) -> Actor:
+async def _acting_for_self(caller: CallerDep) -> Actor:
     if not caller.may_use(accounts.SELF):
         raise PermissionDenied(f"this token's scopes exclude {accounts.SELF} (acting for oneself)")
     return caller
@@ -104,7 +109,7 @@ class Paging:
         return Page[T](items=[make(i) for i in chosen], next_cursor=cursor)
 
 
-def _paging(
+async def _paging(
     cursor: Annotated[
         str | None, Query(description="From the previous page's `next_cursor`.")
     ] = None,

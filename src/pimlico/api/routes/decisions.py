@@ -1,5 +1,9 @@
 """Decisions: ``check`` one question or a batch, ``explain`` one, and effective access.
 
+``check`` and the batch run on the event loop (``async def``), not in the thread pool: they
+answer from memory, and touch the store at most once per ``decision_max_staleness`` (or to
+reach an ``at_least_revision``), a pause the loop can afford more than a thread hop per call.
+
 Asking about oneself needs nothing; asking about another takes ``pim.decisions.read`` (the
 services decide). ``at_least_revision`` (from a write's ``Pimlico-Revision`` header) makes
 the answer reflect that write, even when it went through another process.
@@ -180,7 +184,7 @@ class AccessOut(BaseModel):
     response_model_exclude_none=True,
     summary="May this principal use this permission at this scope?",
 )
-def check(body: CheckRequest, caller: CallerDep, rt: RuntimeDep) -> DecisionOut:
+async def check(body: CheckRequest, caller: CallerDep, rt: RuntimeDep) -> DecisionOut:
     decision = decisions.check(
         rt,
         actor=caller,
@@ -199,7 +203,7 @@ def check(body: CheckRequest, caller: CallerDep, rt: RuntimeDep) -> DecisionOut:
     response_model_exclude_none=True,
     summary="Many questions in one call, answered in order",
 )
-def check_batch(body: BatchCheck, caller: CallerDep, rt: RuntimeDep) -> BatchOut:
+async def check_batch(body: BatchCheck, caller: CallerDep, rt: RuntimeDep) -> BatchOut:
     results = [
         DecisionOut.of(
             decisions.check(
