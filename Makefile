@@ -11,10 +11,11 @@ help: ## List the commands
 install: ## Install Pimlico and its development tools into .venv (from uv.lock)
 	@$(UV) sync --quiet
 
-run: install ## Migrate the local SQLite store, load the demo directory and show the walkthrough
+run: install ## Migrate the local SQLite store, load the demo, serve on http://127.0.0.1:8000
 	@$(UV) run pimlico db upgrade
 	@$(UV) run pimlico demo load --if-empty
-	@$(UV) run pimlico demo walkthrough
+	@$(UV) run pimlico demo sign-ins
+	@$(UV) run pimlico serve --host 127.0.0.1 --port 8000
 
 test: install ## Run the whole test suite (PostgreSQL tests use PIMLICO_TEST_POSTGRES_URL)
 	@$(UV) run pytest -q -n 2 --dist loadfile
