@@ -217,3 +217,15 @@ def test_bootstrap_admin_refuses_a_store_that_has_one(rt: Pimlico, admin_id: str
     with pytest.raises(Conflict):
         accounts.bootstrap_admin(rt, user_name="second", password=PASSWORD)
     assert ADMIN
+
+
+def test_a_token_s_last_use_is_recorded_within_a_minute(
+    admin: TestClient, anonymous: TestClient, clock: FixedClock
+) -> None:
+    made = admin.post("/api/v1/tokens", json={"name": "script"}).json()
+    token_id = made["details"]["id"]
+    assert made["details"]["last_used_at"] is None
+    anonymous.get("/api/v1/me", headers={"Authorization": f"Bearer {made['token']}"})
+    clock.advance(timedelta(minutes=1))
+    listed = {t["id"]: t for t in admin.get("/api/v1/tokens").json()}  # (this use writes both)
+    assert listed[token_id]["last_used_at"] is not None

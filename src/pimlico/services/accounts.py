@@ -28,9 +28,9 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
-from pimlico.db.tables import ApiTokenRow, CredentialRow, ServiceAccountRow, UserRow
+from pimlico.db.tables import ApiTokenRow, Base, CredentialRow, ServiceAccountRow, UserRow
 from pimlico.domain.catalogue import GLOBAL_ADMINISTRATOR, Perm
 from pimlico.domain.mfa import Attempts
 from pimlico.domain.model import (
@@ -64,8 +64,8 @@ SELF = "pim.self"
 """The scope of acting on one's own behalf: activating, deactivating, one's requests, MFA."""
 PASSWORD_MIN, PASSWORD_MAX = 12, 1024
 DEFAULT_TOKEN_LIFETIME = timedelta(days=90)
-_TOUCH_EVERY = 60.0
-"""Seconds between two writes of a token's ``last_used_at`` by one process."""
+_TOUCH_EVERY = timedelta(minutes=1)
+"""Time between two writes of tokens' ``last_used_at`` by one process."""
 
 # Argon2id at OWASP's minimum (19 MiB, 2 passes), the same as recovery codes.
 _HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
@@ -395,8 +395,10 @@ _lock = threading.Lock()
 @dataclass(slots=True)
 class _Cache:
     known: dict[str, _Known] = field(default_factory=dict)
-    touched: dict[str, float] = field(default_factory=dict)
-    """When this process last wrote each token's ``last_used_at`` (``time.monotonic``)."""
+    used: dict[str, datetime] = field(default_factory=dict)
+    """Tokens used since ``last_used_at`` was last written, and when."""
+    flushed: datetime | None = None
+    """When this process last wrote them."""
 
 
 def _cache(rt: Pimlico) -> _Cache:
@@ -455,16 +457,30 @@ def _read(rt: Pimlico, token_id: str, now: datetime) -> _Known:
 
 
 def _touch(rt: Pimlico, token_id: str, now: datetime) -> None:
-    """Record that the token was used: at most once a minute per process, as a plain update
-    (no revision, no audit event: use is logged, not a change of state)."""
-    touched = _cache(rt).touched
-    last = touched.get(token_id)
-    tick = time.monotonic()
-    if last is not None and tick - last < _TOUCH_EVERY:
+    """Record that the token was used. Uses are kept in memory and written together, in one
+    statement, at most once per ``_TOUCH_EVERY`` per process (a plain update: no revision, no
+    audit event — use is logged, not a change of state), so no request but one a minute pays
+    a write for it: ``last_used_at`` may lag by that much, and by the last minute's uses of a
+    process that stops."""
+    cache = _cache(rt)
+    cache.used[token_id] = now
+    if cache.flushed is not None and now - cache.flushed < _TOUCH_EVERY:
         return
-    touched[token_id] = tick
+    with _lock:
+        if cache.flushed is not None and now - cache.flushed < _TOUCH_EVERY:
+            return
+        cache.flushed = now
+        used, cache.used = cache.used, {}
     with rt.sessions() as s, s.begin():
-        s.execute(update(ApiTokenRow).where(ApiTokenRow.id == token_id).values(last_used_at=now))
+        s.execute(_TOUCHING, [{"token": token, "used": at} for token, at in used.items()])
+
+
+_TOKENS = Base.metadata.tables[ApiTokenRow.__tablename__]
+_TOUCHING = (
+    update(_TOKENS)
+    .where(_TOKENS.c.id == bindparam("token"))
+    .values(last_used_at=bindparam("used", type_=_TOKENS.c.last_used_at.type))
+)
 
 
 def _forget(rt: Pimlico, token_id: str) -> None:
