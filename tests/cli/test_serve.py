@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -318,3 +319,20 @@ def test_two_servers_on_one_postgres_honour_each_other_s_writes_at_the_revision_
 
         for server in (one, other):
             assert server.stop() == 0, server.output()[1]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_port_in_use_is_refused_in_one_line(migrated_url: str, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PIMLICO_DATABASE_URL": migrated_url}
+        refused = subprocess.run(
+            [str(PIMLICO), "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=300,
+        )
+    assert refused.returncode == 2
+    assert refused.stderr.decode().startswith(f"error: CannotListen: 127.0.0.1:{port}: ")
+    assert b"Traceback" not in refused.stderr

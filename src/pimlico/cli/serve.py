@@ -15,6 +15,7 @@ kill the process mid-shutdown.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import signal
@@ -30,6 +31,15 @@ from pimlico.jobs.worker import Worker
 
 log = logging.getLogger(__name__)
 
+
+class LogLevel(enum.StrEnum):
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+
+
 RESTART_AFTER = 5.0
 """Seconds before the embedded worker starts again after it failed (the store went away)."""
 
@@ -44,8 +54,8 @@ def serve(
         typer.Option("--no-worker", help="Do not run due jobs here (run `pimlico worker`)."),
     ] = False,
     log_level: Annotated[
-        str, typer.Option("--log-level", help="uvicorn's: critical, error, warning, info, debug.")
-    ] = "info",
+        LogLevel, typer.Option("--log-level", help="What uvicorn logs.")
+    ] = LogLevel.INFO,
 ) -> None:
     """Serve the HTTP API (and run the worker) until Ctrl-C or SIGTERM."""
     # Imported here, not above: every other command would pay for loading the web stack.
@@ -58,12 +68,13 @@ def serve(
     with runtime() as rt, contextlib.closing(_bind(host, port)) as listening:
         app = create_app(config, runtime=rt)
         server = uvicorn.Server(
-            uvicorn.Config(app, log_level=log_level, lifespan="on", server_header=False)
+            uvicorn.Config(app, log_level=log_level.value, lifespan="on", server_header=False)
         )
         name = f"{socket.gethostname()}:{os.getpid()}"
         running = None if no_worker else Worker(rt, HANDLERS, name=name)
 
         def finish(signum: int, frame: object) -> None:
+            server.should_exit = True  # (a signal before uvicorn's handlers are in place)
             stop.set()
             if running is not None:
                 running.wake()
