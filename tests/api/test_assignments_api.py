@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from pimlico.clock import FixedClock
 from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType
@@ -168,3 +169,44 @@ def test_bad_filters_are_400_naming_the_field(
 
 def test_anonymous_callers_are_401_on_every_assignment_list(anonymous: TestClient) -> None:
     assert [anonymous.get(path).status_code for path in LISTS] == [401] * len(LISTS)
+
+
+def statements(rt: Pimlico, client: TestClient, path: str) -> int:
+    """How many SQL statements one ``GET path`` runs."""
+    count = 0
+
+    def note(*_: object) -> None:
+        nonlocal count
+        count += 1
+
+    event.listen(rt.engine, "before_cursor_execute", note)
+    try:
+        assert client.get(path).status_code == 200
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", note)
+    return count
+
+
+def test_assignment_lists_run_as_many_queries_for_many_items_as_for_few(
+    rt: Pimlico, admin: TestClient
+) -> None:
+    def add(n: int) -> None:
+        for i in range(n):
+            holder = with_password(rt, f"u{n}-{i}")
+            for kind in AssignmentKind:
+                assignments.assign(
+                    rt,
+                    actor=OPERATOR,
+                    kind=kind,
+                    principal=PrincipalRef(PrincipalType.USER, holder),
+                    target=READER,
+                    duration=timedelta(days=30),
+                    justification="query count",
+                )
+
+    admin.get("/api/v1/me")  # the token's first use is a write of its own, once
+    add(2)
+    few = [statements(rt, admin, path) for path in LISTS]
+    add(10)
+    many = [statements(rt, admin, path) for path in LISTS]
+    assert many == few

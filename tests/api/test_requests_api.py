@@ -25,7 +25,7 @@ from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Ta
 from pimlico.services import assignments, directory, role_settings
 from pimlico.services.runtime import Pimlico
 from pimlico.settings import Settings
-from tests.api.conftest import PASSWORD, SignIn
+from tests.api.conftest import ADMIN, PASSWORD, SignIn
 from tests.api.test_auth import with_password
 from tests.integration.world import OPERATOR, group, role
 
@@ -616,3 +616,57 @@ def test_the_requester_cancels_a_pending_request_once(
     again = s.alex.post(path, json={})
     assert again.status_code == 400
     assert again.json()["code"] == "RequestNotCancelable"
+
+
+def test_an_expired_eligibility_is_renewed_by_request_or_by_the_administrator(
+    rt: Pimlico, sign_in: SignIn, clock: FixedClock, admin_id: str
+) -> None:
+    eve_id, finn_id = with_password(rt, "eve"), with_password(rt, "finn")
+    expired = {
+        who: assignments.assign(
+            rt,
+            actor=OPERATOR,
+            kind=AssignmentKind.ELIGIBLE,
+            principal=PrincipalRef(PrincipalType.USER, who),
+            target=READER,
+            duration=timedelta(days=1),
+        ).value.id
+        for who in (eve_id, finn_id)
+    }
+    clock.advance(timedelta(days=2))
+    eve, admin = sign_in("eve", PASSWORD), sign_in(ADMIN, PASSWORD)
+
+    asked = eve.post(
+        "/api/v1/requests",
+        json={
+            "action": "self_renew",
+            "kind": "eligible",
+            "target": READER_JSON,
+            "schedule": {"expiration": {"type": "after_duration", "duration": "P30D"}},
+            "justification": "back on the team",
+        },
+    )
+    assert asked.status_code == 201, asked.text
+    assert asked.json()["status"] == "pending_approval"
+    approved = admin.post(
+        f"/api/v1/approvals/{asked.json()['id']}/approve", json={"justification": "welcome"}
+    )
+    assert approved.json()["status"] == "provisioned", approved.text
+
+    renewed = admin.post(
+        "/api/v1/requests",
+        json={
+            "action": "admin_renew",
+            "kind": "eligible",
+            "assignment_id": expired[finn_id],
+            "schedule": {"expiration": {"type": "after_duration", "duration": "P30D"}},
+        },
+    )
+    assert renewed.status_code == 201, renewed.text
+    assert renewed.json()["status"] == "provisioned"
+    for who in (eve_id, finn_id):
+        now = admin.get(
+            "/api/v1/assignments/eligible/instances", params={"principal_id": who}
+        ).json()["items"]
+        assert len(now) == 1
+        assert now[0]["id"] != expired[who]
