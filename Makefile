@@ -21,8 +21,8 @@ test: install ## Run the whole test suite (PostgreSQL tests use PIMLICO_TEST_POS
 	@$(UV) run pytest -q -n 2 --dist loadfile
 
 check: install ## Lint, format check and strict type check
-	@$(UV) run ruff check src tests bench
-	@$(UV) run ruff format --check src tests bench
+	@$(UV) run ruff check src tests bench examples
+	@$(UV) run ruff format --check src tests bench examples
 	@$(UV) run mypy
 
 bench: ## Run the benchmarks and print their figures (see docs/performance.md)
@@ -30,8 +30,8 @@ bench: ## Run the benchmarks and print their figures (see docs/performance.md)
 	@$(UV) run --group bench python -m bench
 
 fmt: install ## Format the code and apply safe lint fixes
-	@$(UV) run ruff format src tests bench
-	@$(UV) run ruff check --fix src tests bench
+	@$(UV) run ruff format src tests bench examples
+	@$(UV) run ruff check --fix src tests bench examples
 
 clean: ## Remove the local store and caches
 	rm -rf pimlico.db pimlico.db-wal pimlico.db-shm .pytest_cache .mypy_cache .ruff_cache

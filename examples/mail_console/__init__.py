@@ -1,0 +1,1 @@
+"""An example application protected by Pimlico (see ``app``)."""
