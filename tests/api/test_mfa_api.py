@@ -12,16 +12,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from pimlico.clock import FixedClock
-from pimlico.db.tables import AuditEventRow, MfaFactorRow
+from pimlico.db.tables import AssignmentRow, AuditEventRow, MfaFactorRow
 from pimlico.services.runtime import Pimlico
 from pimlico.settings import Settings
 from tests.api.conftest import PASSWORD, SignIn
 from tests.api.test_auth import with_password
 from tests.api.test_requests_api import (
+    READER,
     READER_JSON,
     STEP,
     activation,
     mfa_settings,
+    policy,
+    rows,
     story,
     verified,
 )
@@ -219,3 +222,33 @@ def test_a_code_that_is_not_a_string_of_sensible_length_names_the_field(
     answer = sign_in("alex", PASSWORD).post("/api/v1/me/mfa/verify", json={"code": "1" * 65})
     assert answer.status_code == 400
     assert [e["field"] for e in answer.json()["errors"]] == ["code"]
+
+
+def test_an_administrators_assignment_that_requires_mfa_accepts_their_step_up(
+    rt: Pimlico, sign_in: SignIn, clock: FixedClock, admin: TestClient
+) -> None:
+    eve = with_password(rt, "eve")
+    policy(rt, READER, {"assignment": {"active_require_mfa": True}})
+    assign = {
+        "action": "admin_assign",
+        "kind": "active",
+        "principal": {"type": "user", "id": eve},
+        "target": READER_JSON,
+        "schedule": {"expiration": {"type": "after_duration", "duration": "P1D"}},
+        "justification": "incident cover",
+    }
+    before = rows(rt, AssignmentRow)
+
+    refused = admin.post("/api/v1/requests", json=assign)
+    assert refused.status_code == 400
+    assert refused.json()["rules"] == ["MfaRule"]
+    assert rows(rt, AssignmentRow) == before
+
+    verified(admin, clock)
+    dry = admin.post("/api/v1/requests", json={**assign, "dry_run": True})
+    assert dry.status_code == 200, dry.text
+    assert rows(rt, AssignmentRow) == before
+    made = admin.post("/api/v1/requests", json=assign)
+    assert made.status_code == 201, made.text
+    assert made.json()["status"] == "provisioned"
+    assert rows(rt, AssignmentRow) == before + 1
