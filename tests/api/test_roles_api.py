@@ -160,6 +160,12 @@ def test_a_user_without_role_permissions_can_neither_read_nor_change_them(
             {"activation": {"require_mfa": False}},
             {"If-Match": '"0"'},
         ),
+        (
+            "PUT",
+            f"/role-settings/role/{purge}",
+            to_dict(RoleSettings.default()),
+            {"If-Match": '"0"'},
+        ),
     ):
         problem(
             alex.request(method, API + path, json=body, headers=headers), 403, "PermissionDenied"
@@ -293,6 +299,32 @@ def test_settings_that_break_a_rule_are_a_400_naming_each_and_write_nothing(
     problem(not_an_object, 400, "InvalidInput")
     assert audit_count(rt) == before
     assert admin.get(f"{API}/role-settings/role/{purge}").json()["version"] == 0
+
+
+def test_a_whole_document_replaces_the_settings_and_must_be_whole(
+    rt: Pimlico, admin: TestClient
+) -> None:
+    purge = role(rt, "Purge", "mail.purge")
+    read = admin.get(f"{API}/role-settings/role/{purge}")
+    document = read.json()["settings"]
+    document["approval"]["required"] = True
+    document["assignment"]["active_maximum_duration"] = "P30D"
+    path = f"{API}/role-settings/role/{purge}"
+    problem(admin.put(path, json=document), 428, "PreconditionRequired")
+    replaced = admin.put(path, json=document, headers={"If-Match": read.headers["ETag"]})
+    assert replaced.status_code == 200, replaced.text
+    assert "Pimlico-Revision" in replaced.headers
+    assert replaced.json()["settings"] == document
+    assert replaced.headers["ETag"] == '"1"'
+    del document["notifications"]
+    partial = admin.put(path, json=document, headers={"If-Match": '"1"'})
+    assert rules(problem(partial, 400, "InvalidInput")) == {("notifications", "missing")}
+    problem(
+        admin.put(path, json=replaced.json()["settings"], headers={"If-Match": '"0"'}),
+        412,
+        "PreconditionFailed",
+    )
+    assert admin.get(path).json()["version"] == 1
 
 
 def test_group_membership_and_ownership_have_settings_of_their_own(

@@ -4,7 +4,8 @@ Routes translate and call ``services.roles``, ``services.role_settings`` and
 ``services.directory_reads``; the services decide who may do what. Role settings use
 optimistic concurrency: ``GET`` answers with an ``ETag`` (the policy's version) and a change
 must send it back in ``If-Match`` — without it the answer is 428 ``PreconditionRequired``, with
-a stale one 412 ``PreconditionFailed`` and nothing is written.
+a stale one 412 ``PreconditionFailed`` and nothing is written. ``PATCH`` merges a partial
+document; ``PUT`` replaces the whole one.
 """
 
 from __future__ import annotations
@@ -327,6 +328,37 @@ def update_role_settings(
         target_type=target_type,
         object_id=object_id,
         changes=changes,
+        if_version=_version(if_match),
+    )
+    written(response, done.revision)
+    return _settings(done.value, response)
+
+
+@router.put(
+    "/role-settings/{target_type}/{object_id}",
+    response_model=RoleSettingsOut,
+    summary="Replace settings with a whole document (as GET gives it); needs If-Match",
+    responses=_CONDITIONAL,
+)
+def replace_role_settings(
+    target_type: TargetType,
+    object_id: Id,
+    body: SettingsDoc,
+    caller: CallerDep,
+    rt: RuntimeDep,
+    response: Response,
+    if_match: Annotated[
+        str | None, Header(description="The ETag from reading the settings.", max_length=64)
+    ] = None,
+) -> RoleSettingsOut:
+    # Every key of the document is present (SettingsDoc requires them all), so merging it
+    # over the current settings replaces them whole.
+    done = role_settings.update_policy(
+        rt,
+        actor=caller,
+        target_type=target_type,
+        object_id=object_id,
+        changes=body.model_dump(mode="json"),
         if_version=_version(if_match),
     )
     written(response, done.revision)
