@@ -99,13 +99,13 @@ class Paging:
         """The page after ``cursor`` of ``items`` ordered by ``key`` (a unique, stable sort
         key: each page resumes after the last key of the previous one, so rows added or
         removed meanwhile neither repeat nor skip the rest)."""
-        after = _decode(self.cursor) if self.cursor else None
+        after = decode_cursor(self.cursor) if self.cursor else None
         ordered = sorted(items, key=key)
         if after is not None:
             ordered = [i for i in ordered if _comparable(key(i)) > after]
         chosen = ordered[: self.limit]
         more = len(ordered) > self.limit
-        cursor = _encode(_comparable(key(chosen[-1]))) if more and chosen else None
+        cursor = encode_cursor(_comparable(key(chosen[-1]))) if more and chosen else None
         return Page[T](items=[make(i) for i in chosen], next_cursor=cursor)
 
 
@@ -116,7 +116,7 @@ async def _paging(
     limit: Annotated[int, Query(ge=1, le=500, description="Items per page.")] = 100,
 ) -> Paging:
     if cursor is not None:
-        _decode(cursor)
+        decode_cursor(cursor)
     return Paging(cursor, limit)
 
 
@@ -128,11 +128,14 @@ def _comparable(key: Any) -> list[Any]:
     return [v.isoformat() if hasattr(v, "isoformat") else v for v in values]
 
 
-def _encode(key: list[Any]) -> str:
+def encode_cursor(key: list[Any]) -> str:
+    """The opaque cursor of a sort key (a JSON list), for lists paged their own way."""
     return base64.urlsafe_b64encode(json.dumps(key, separators=(",", ":")).encode()).decode()
 
 
-def _decode(cursor: str) -> list[Any]:
+def decode_cursor(cursor: str) -> list[Any]:
+    """The sort key of a cursor ``encode_cursor`` made; ``InvalidInput`` naming ``cursor``
+    otherwise."""
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):

@@ -11,8 +11,6 @@ response starts, so a refusal is still a problem, not a broken stream.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import io
 import json
@@ -27,7 +25,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep
+from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep, decode_cursor, encode_cursor
 from pimlico.clock import as_utc
 from pimlico.domain.audit import AuditRecord
 from pimlico.errors import FieldError, InvalidInput
@@ -210,15 +208,12 @@ def verify(caller: CallerDep, rt: RuntimeDep) -> VerificationOut:
 
 
 def _cursor_of(sequence: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps([sequence]).encode()).decode()
+    return encode_cursor([sequence])
 
 
 def _sequence_of(cursor: str) -> int:
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        value = None
-    if not (isinstance(value, list) and len(value) == 1 and type(value[0]) is int):
+    value = decode_cursor(cursor)
+    if not (len(value) == 1 and type(value[0]) is int):
         raise InvalidInput(
             "cursor: not a cursor of this list",
             [FieldError("cursor", "cursor", "pass back a next_cursor of this list unchanged")],
