@@ -16,7 +16,7 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from pimlico.clock import FixedClock
 from pimlico.db.tables import AssignmentRow, RequestRow
@@ -670,3 +670,34 @@ def test_an_expired_eligibility_is_renewed_by_request_or_by_the_administrator(
         ).json()["items"]
         assert len(now) == 1
         assert now[0]["id"] != expired[who]
+
+
+def test_a_page_of_requests_runs_as_many_queries_for_many_requests_as_for_few(
+    rt: Pimlico, admin: TestClient, clock: FixedClock
+) -> None:
+    def add(n: int) -> None:
+        for i in range(n):
+            clock.advance(timedelta(seconds=1))
+            eligible(rt, with_password(rt, f"u{n}-{i}"), READER)
+
+    def statements(path: str) -> int:
+        count = 0
+
+        def note(*_: object) -> None:
+            nonlocal count
+            count += 1
+
+        event.listen(rt.engine, "before_cursor_execute", note)
+        try:
+            assert admin.get(path).status_code == 200
+        finally:
+            event.remove(rt.engine, "before_cursor_execute", note)
+        return count
+
+    admin.get("/api/v1/me")  # the token's first use is a write of its own, once
+    add(3)
+    first = admin.get("/api/v1/requests?limit=2").json()
+    path = f"/api/v1/requests?limit=2&cursor={first['next_cursor']}"
+    few = statements("/api/v1/requests?limit=2"), statements(path)
+    add(12)
+    assert (statements("/api/v1/requests?limit=2"), statements(path)) == few

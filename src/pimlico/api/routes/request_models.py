@@ -21,6 +21,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from pimlico.api.deps import Paging, decode_cursor
 from pimlico.domain.durations import format_duration, parse_duration
 from pimlico.domain.model import (
     GROUP_SCOPE,
@@ -38,6 +39,7 @@ from pimlico.domain.requests import (
     Schedule,
     Ticket,
 )
+from pimlico.errors import FieldError, InvalidInput
 from pimlico.services.lookups import MAX_TEXT
 from pimlico.services.request_records import TICKET_FIELD_LENGTH, RequestView
 
@@ -316,3 +318,17 @@ def newest_first(view: RequestView) -> tuple[int, str]:
     """The paging key of a request list: newest first, then by id (unique and stable)."""
     r = view.request
     return -((r.requested_at - _EPOCH) // _MICROSECOND), r.id
+
+
+def after_cursor(paging: Paging) -> tuple[datetime, str] | None:
+    """The ``(requested_at, id)`` of the last request of the page before, from the cursor
+    ``newest_first`` made (a request list pages in SQL: ``services.request_reads``)."""
+    if paging.cursor is None:
+        return None
+    key = decode_cursor(paging.cursor)
+    if len(key) != 2 or not isinstance(key[0], int) or not isinstance(key[1], str):
+        raise InvalidInput(
+            "cursor: not a cursor of this list",
+            [FieldError("cursor", "cursor", "pass back a next_cursor of this list unchanged")],
+        )
+    return _EPOCH - key[0] * _MICROSECOND, key[1]

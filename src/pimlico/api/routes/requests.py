@@ -14,11 +14,17 @@ from fastapi import APIRouter, Body, Header, Query, Response, status
 from pydantic import AwareDatetime
 
 from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep, written
-from pimlico.api.routes.request_models import ID, NewRequest, RequestOut, newest_first
+from pimlico.api.routes.request_models import (
+    ID,
+    NewRequest,
+    RequestOut,
+    after_cursor,
+    newest_first,
+)
 from pimlico.domain.model import PrincipalRef, PrincipalType, TargetType
 from pimlico.domain.requests import RequestAction, RequestStatus
 from pimlico.errors import PermissionDenied
-from pimlico.services import accounts, mfa, requests
+from pimlico.services import accounts, mfa, request_reads, requests
 from pimlico.services.requests import RequestFilter
 from pimlico.services.runtime import Actor, Pimlico
 
@@ -159,7 +165,9 @@ def list_requests(
         since=since,
         until=until,
     )
-    found = requests.list_requests(rt, actor=caller, mine=mine, where=where)
+    found = request_reads.requests_page(
+        rt, actor=caller, mine=mine, where=where, after=after_cursor(paging), limit=paging.limit + 1
+    )
     return paging.page(found, newest_first, RequestOut.of)
 
 
