@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from pimlico.api.deps import CallerDep, RuntimeDep
 from pimlico.domain.decisions import Access, Decision, Grant, Step, from_ts
 from pimlico.services import decisions
+from pimlico.services.runtime import Actor, Pimlico
 
 router = APIRouter(tags=["decisions"])
 
@@ -185,16 +186,7 @@ class AccessOut(BaseModel):
     summary="May this principal use this permission at this scope?",
 )
 async def check(body: CheckRequest, caller: CallerDep, rt: RuntimeDep) -> DecisionOut:
-    decision = decisions.check(
-        rt,
-        actor=caller,
-        principal_id=body.principal_id,
-        permission=body.permission,
-        scope=body.scope,
-        at=body.at,
-        at_least_revision=body.at_least_revision,
-    )
-    return DecisionOut.of(decision, explain=False)
+    return DecisionOut.of(_decide(rt, caller, body, body.at_least_revision), explain=False)
 
 
 @router.post(
@@ -206,16 +198,7 @@ async def check(body: CheckRequest, caller: CallerDep, rt: RuntimeDep) -> Decisi
 async def check_batch(body: BatchCheck, caller: CallerDep, rt: RuntimeDep) -> BatchOut:
     results = [
         DecisionOut.of(
-            decisions.check(
-                rt,
-                actor=caller,
-                principal_id=q.principal_id,
-                permission=q.permission,
-                scope=q.scope,
-                at=q.at,
-                at_least_revision=body.at_least_revision if i == 0 else None,
-            ),
-            explain=False,
+            _decide(rt, caller, q, body.at_least_revision if i == 0 else None), explain=False
         )
         for i, q in enumerate(body.questions)
     ]
@@ -228,16 +211,7 @@ async def check_batch(body: BatchCheck, caller: CallerDep, rt: RuntimeDep) -> Ba
     summary="The decision with what gives it: assignment, role, window and chain of groups",
 )
 def explain(body: CheckRequest, caller: CallerDep, rt: RuntimeDep) -> DecisionOut:
-    decision = decisions.check(
-        rt,
-        actor=caller,
-        principal_id=body.principal_id,
-        permission=body.permission,
-        scope=body.scope,
-        at=body.at,
-        at_least_revision=body.at_least_revision,
-    )
-    return DecisionOut.of(decision, explain=True)
+    return DecisionOut.of(_decide(rt, caller, body, body.at_least_revision), explain=True)
 
 
 @router.get(
@@ -256,3 +230,15 @@ def access(
         rt, actor=caller, principal_id=principal_id, at=at, at_least_revision=at_least_revision
     )
     return AccessOut.of(found)
+
+
+def _decide(rt: Pimlico, caller: Actor, q: Question, at_least_revision: int | None) -> Decision:
+    return decisions.check(
+        rt,
+        actor=caller,
+        principal_id=q.principal_id,
+        permission=q.permission,
+        scope=q.scope,
+        at=q.at,
+        at_least_revision=at_least_revision,
+    )

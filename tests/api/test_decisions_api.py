@@ -1,0 +1,115 @@
+"""Decisions through the API: check, the batch, explain, effective access, and reading one's
+own writes with ``at_least_revision``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target
+from pimlico.services import accounts, assignments, directory, role_settings
+from pimlico.services.runtime import Pimlico
+from tests.api.conftest import PASSWORD, SignIn
+from tests.integration.world import OPERATOR, group, role, user
+
+
+def purger_through_a_group(rt: Pimlico) -> tuple[str, str, str]:
+    """Alex is in 'responders', which holds a purge role at /apps/mail: (alex, group, role)."""
+    alex = user(rt, "alex").id
+    accounts.set_password(rt, actor=OPERATOR, user_id=alex, password=PASSWORD)
+    responders = group(rt, "responders", role_assignable=True).id
+    directory.add_member(
+        rt, actor=OPERATOR, group_id=responders, member=PrincipalRef(PrincipalType.USER, alex)
+    )
+    purger = role(rt, "Purger", "mail.purge")
+    assignments.assign(
+        rt,
+        actor=OPERATOR,
+        kind=AssignmentKind.ACTIVE,
+        principal=PrincipalRef(PrincipalType.GROUP, responders),
+        target=Target.role(purger, "/apps/mail"),
+        duration=timedelta(days=30),
+        justification="responders purge",
+    )
+    return alex, responders, purger
+
+
+def test_anyone_may_ask_about_themselves_and_explain_names_the_chain(
+    rt: Pimlico, sign_in: SignIn
+) -> None:
+    alex_id, responders, purger = purger_through_a_group(rt)
+    alex = sign_in("alex", PASSWORD)
+    question = {"principal_id": alex_id, "permission": "mail.purge", "scope": "/apps/mail/x"}
+    checked = alex.post("/api/v1/decisions/check", json=question)
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["allowed"] is True
+    assert "grant" not in checked.json()
+    explained = alex.post("/api/v1/decisions/explain", json=question).json()
+    grant = explained["grant"]
+    assert (grant["role_id"], grant["holder_id"], grant["scope"]) == (
+        purger,
+        responders,
+        "/apps/mail",
+    )
+    assert [(s["member_id"], s["group_id"]) for s in grant["chain"]] == [(alex_id, responders)]
+    elsewhere = alex.post(
+        "/api/v1/decisions/check", json={**question, "scope": "/apps/defender"}
+    ).json()
+    assert elsewhere["allowed"] is False
+
+
+def test_the_batch_answers_every_question_in_order(rt: Pimlico, sign_in: SignIn) -> None:
+    alex_id, _, _ = purger_through_a_group(rt)
+    alex = sign_in("alex", PASSWORD)
+    asked = [
+        {"principal_id": alex_id, "permission": p, "scope": s}
+        for p, s in [("mail.purge", "/apps/mail"), ("mail.read", "/apps/mail"), ("mail.purge", "/")]
+    ]
+    answer = alex.post("/api/v1/decisions/check-batch", json={"questions": asked})
+    assert answer.status_code == 200
+    assert [r["allowed"] for r in answer.json()["results"]] == [True, False, False]
+    too_many = alex.post("/api/v1/decisions/check-batch", json={"questions": asked * 400})
+    assert too_many.status_code == 400
+    assert too_many.json()["errors"][0]["field"] == "questions"
+
+
+def test_a_write_s_revision_makes_the_next_check_see_it(
+    rt: Pimlico, admin: TestClient, admin_id: str
+) -> None:
+    bob = user(rt, "bob").id
+    role_id = role(rt, "Reader", "app.read")
+    role_settings.update_policy(
+        rt,
+        actor=OPERATOR,
+        target_type=Target.role(role_id).type,
+        object_id=role_id,
+        changes={"activation": {"require_mfa": False}},
+    )
+    made = admin.post(
+        "/api/v1/requests",
+        json={
+            "action": "admin_assign",
+            "kind": "active",
+            "principal": {"type": "user", "id": bob},
+            "target": {"type": "role", "object_id": role_id, "scope": "/"},
+            "schedule": {"expiration": {"type": "after_duration", "duration": "P1D"}},
+            "justification": "bob reads",
+        },
+    )
+    assert made.status_code == 201, made.text
+    revision = int(made.headers["Pimlico-Revision"])
+    answer = admin.post(
+        "/api/v1/decisions/check",
+        json={"principal_id": bob, "permission": "app.read", "at_least_revision": revision},
+    ).json()
+    assert answer["allowed"] is True
+    assert answer["revision"] >= revision
+    ahead = admin.post(
+        "/api/v1/decisions/check",
+        json={"principal_id": bob, "permission": "app.read", "at_least_revision": revision + 99},
+    )
+    assert ahead.status_code == 400
+    access = admin.get(f"/api/v1/principals/{bob}/access").json()
+    assert [r["role_id"] for r in access["roles"]] == [role_id]
+    assert ["app.read", "/"] in access["permissions"]
