@@ -4,7 +4,8 @@ PostgreSQL, with a fixed clock. ``admin`` is the break-glass administrator made 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Protocol
 
 import pytest
 from fastapi.testclient import TestClient
@@ -42,7 +43,10 @@ def anonymous(rt: Pimlico, settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-SignIn = Callable[[str, str], TestClient]
+class SignIn(Protocol):
+    """``sign_in(user_name, password=PASSWORD)``: a client carrying that user's session."""
+
+    def __call__(self, user_name: str, password: str = ...) -> TestClient: ...
 
 
 @pytest.fixture

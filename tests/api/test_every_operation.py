@@ -64,3 +64,16 @@ def test_every_operation_has_a_summary_and_a_declared_success_schema(settings: S
                 if path == "/metrics":
                     continue
                 assert schema, (method, path, code)
+
+
+def test_a_nul_character_is_bad_input_not_a_server_error(admin: TestClient, admin_id: str) -> None:
+    """PostgreSQL cannot hold NUL in text: refused as input wherever it comes, body or path."""
+    body = admin.post("/api/v1/users", json={"user_name": "nul", "email": "a\x00b@example.org"})
+    assert body.status_code == 400
+    path = admin.get("/api/v1/users/abc%00def")
+    assert path.status_code in (400, 404)
+    reason = admin.put(
+        f"/api/v1/users/{admin_id}/enabled", json={"enabled": True, "reason": "why\x00not"}
+    )
+    assert reason.status_code == 400
+    assert reason.json()["code"] == "InvalidInput"

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pimlico.errors import (
@@ -139,6 +140,19 @@ def install(app: FastAPI) -> None:
             str(error.detail),
             instance=request.url.path,
             headers=dict(error.headers) if error.headers else None,
+        )
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, error: DataError) -> JSONResponse:
+        # A value the database refuses to hold or compare (a NUL character, a number out of
+        # range): the caller's input, not a fault of ours. Its transaction rolled back.
+        log.warning("refused by the store on %s: %s", request.url.path, error.orig)
+        return problem_response(
+            400,
+            InvalidInput.code,
+            "a value in the request cannot be stored or looked up (a NUL character, or a "
+            "number out of range)",
+            instance=request.url.path,
         )
 
     @app.exception_handler(Exception)

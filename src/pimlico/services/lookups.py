@@ -19,7 +19,7 @@ from pimlico.errors import FieldError, InvalidInput, NotFound
 R = TypeVar("R", bound=Base)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+\- ]{0,255}$")
-_EMAIL = re.compile(r"^[^@\s;,<>]+@[^@\s;,<>.]+(\.[^@\s;,<>.]+)+$")
+_EMAIL = re.compile(r"^[^@\s;,<>\x00]+@[^@\s;,<>.\x00]+(\.[^@\s;,<>.\x00]+)+$")
 MAX_TEXT = 4000
 
 
@@ -110,6 +110,11 @@ def check_text(
         raise InvalidInput(
             f"{field} is too long",
             [FieldError(field, "Length", f"at most {MAX_TEXT} characters")],
+        )
+    if value is not None and "\x00" in value:
+        raise InvalidInput(
+            f"{field} holds a NUL character",
+            [FieldError(field, "NoNul", "text may not hold NUL (\\x00) characters")],
         )
     return value
 
