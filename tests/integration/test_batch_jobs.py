@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select, text, update
+from sqlalchemy import Text, cast, event, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
@@ -332,6 +332,31 @@ def test_jobs_streamed_into_the_outbox_take_no_dedupe_key(rt: Pimlico) -> None:
 
     with rt.reading() as s:
         assert s.scalars(select(JobRow.id)).all() == []
+
+
+def test_payloads_holding_the_characters_a_copy_gives_a_meaning_to_are_stored_as_given(
+    rt: Pimlico,
+) -> None:
+    """On PostgreSQL the rows travel as ``COPY`` text, where a backslash, a tab, a newline
+    and a carriage return mean something: each must reach the store as it was given."""
+    texts = [
+        '{"path":"C:\\\\temp\\\\new","quote":"say \\"hi\\"","tab":"a\\tb"}',
+        '{\n\t"raw":\r\n"whitespace between tokens"}',
+        '{"backslash-N":"\\\\N","end":"\\\\."}',
+    ]
+    with rt.writing(OPERATOR) as w:
+        jobs = [outbox.EncodedJob(f"test.{n}", text, w.at) for n, text in enumerate(texts)]
+        outbox.enqueue_streamed(w, jobs)
+        (keyed,) = outbox.enqueue_encoded(
+            w, [outbox.EncodedJob("test.keyed", texts[0], w.at, "key\\with\ttab")]
+        )
+
+    with rt.reading() as s:
+        rows = s.execute(select(JobRow.kind, cast(JobRow.payload, Text)))
+        stored = {kind: payload for kind, payload in rows}
+        key = s.scalar(select(JobRow.dedupe_key).where(JobRow.id == keyed))
+    assert stored == {**{f"test.{n}": text for n, text in enumerate(texts)}, "test.keyed": texts[0]}
+    assert key == "key\\with\ttab"
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)

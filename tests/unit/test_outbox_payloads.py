@@ -1,5 +1,6 @@
 """The outbox's pure parts: a job's payload as the worker reads it (JSON text, decoded on first
-use), payloads serialised once, and the time-ordered ids of bulk-enqueued jobs."""
+use, or a batch's together), payloads serialised once, and the time-ordered ids of
+bulk-enqueued jobs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from pimlico.domain.events import AssignmentEnded, AssignmentFacts
 from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target
-from pimlico.jobs.claims import JSONPayload
+from pimlico.jobs.claims import JSONPayload, decode_all
 from pimlico.jobs.events import _encoded, decode, encode
 from pimlico.jobs.outbox import encode_payload, time_ordered_ids
 
@@ -34,6 +35,26 @@ def test_a_payload_is_decoded_only_when_read() -> None:
     assert payload.text == "not JSON, and never read"
     with pytest.raises(json.JSONDecodeError):
         payload["anything"]
+
+
+def test_payloads_decoded_together_read_as_each_alone() -> None:
+    texts = ['{"n": 1}', '{"n": [2, {"deep": null}]}', '{"s": "a,]b"}']
+    together = [JSONPayload(text) for text in texts]
+
+    decode_all([*together, {"plain": "mapping"}])
+
+    assert [p._value for p in together] == [json.loads(text) for text in texts]
+    assert together == [JSONPayload(text) for text in texts]
+
+
+def test_a_payload_that_is_not_json_leaves_the_others_of_its_batch_to_decode_alone() -> None:
+    good, bad = JSONPayload('{"n": 1}'), JSONPayload("not JSON")
+
+    decode_all([good, bad])
+
+    assert good == {"n": 1}
+    with pytest.raises(json.JSONDecodeError):
+        bad["n"]
 
 
 def test_a_payload_is_stored_as_compact_json_of_the_same_object() -> None:

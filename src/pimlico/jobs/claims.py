@@ -18,7 +18,8 @@ stored JSON text and its due instant as stored (``outbox.instants`` decodes it).
 - ``finish`` (taken jobs) and ``mark_done`` (claimed ones): the jobs whose handlers returned,
   in one ``UPDATE`` with their ids as one parameter (``outbox.one_of``).
 
-A job's payload reaches its handler as read (``JSONPayload``).
+A job's payload reaches its handler as read (``JSONPayload``); a batch handler that reads
+them all decodes them together (``decode_all``).
 """
 
 from __future__ import annotations
@@ -89,6 +90,25 @@ class JSONPayload(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"JSONPayload({self.text!r})"
+
+
+def decode_all(payloads: Iterable[Mapping[str, Any]]) -> None:
+    """Decode the payloads of ``payloads`` read as text and not decoded yet, in one
+    ``json.loads`` of them all (a batch handler about to read every one): a call per payload
+    took six times as long as the parsing itself. If that fails, each is left to be decoded
+    (and to fail) on its own."""
+    lazy = [p for p in payloads if isinstance(p, JSONPayload) and p._value is None]
+    if not lazy:
+        return
+    try:
+        values = json.loads(f"[{','.join(p.text for p in lazy)}]")
+    except ValueError:
+        return
+    if len(values) != len(lazy):  # (not for a stored payload: each is one JSON value)
+        return
+    for payload, value in zip(lazy, values, strict=True):
+        if isinstance(value, dict):
+            payload._value = value
 
 
 @dataclass(frozen=True, slots=True)

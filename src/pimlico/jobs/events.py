@@ -62,6 +62,9 @@ _TYPES: tuple[type[Any], ...] = (
     events.AssignmentEnded,
 )
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {t.__name__: TypeAdapter(t) for t in _TYPES}
+_SERIALIZERS = {name: adapter.serializer for name, adapter in _ADAPTERS.items()}
+"""Each type's serialiser, called directly in bulk: ``TypeAdapter.dump_json`` passes a dozen
+keyword arguments on to it, which took a third of the time of serialising an event."""
 
 Consumer = Callable[[Pimlico, WriteContext, DomainEvent], None]
 """Follows one event inside the delivery job's write (whose changes commit with it)."""
@@ -121,7 +124,7 @@ def _encoded(event: DomainEvent, revision: int, index: int) -> str:
     """``encode(event)`` with its ``revision`` and ``index``, as JSON text (what ``publish``
     stores, serialised once)."""
     name = type(event).__name__
-    data = _ADAPTERS[name].dump_json(event).decode()
+    data = _SERIALIZERS[name].to_json(event).decode()
     return f'{{"type":"{name}","data":{data},"revision":{revision},"index":{index}}}'
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pimlico.db.audit import WriteContext
-from pimlico.jobs import events
+from pimlico.jobs import claims, events
 from pimlico.jobs.worker import Batched, Handler, Job
 from pimlico.services import approvals, assignment_events, request_effects
 from pimlico.services.runtime import Pimlico
@@ -35,6 +35,7 @@ def provision_request(rt: Pimlico, w: WriteContext, job: Job) -> None:
 
 
 def assignment_instants(rt: Pimlico, w: WriteContext, jobs: Sequence[Job]) -> None:
+    claims.decode_all(job.payload for job in jobs)
     assignment_events.fall_due(w, [(job.kind, job.payload) for job in jobs])
 
 
