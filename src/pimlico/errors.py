@@ -20,6 +20,8 @@ standard library, so the domain may raise these errors.
     │   ├── DepthExceeded       409  NestingTooDeep       nesting deeper than the cap
     │   └── LastGlobalAdministrator 409 LastGlobalAdministrator
     ├── PermissionDenied    403  PermissionDenied     the caller may not do this
+    ├── PreconditionRequired 428 PreconditionRequired a change that must name the version it
+    │                                                      read (If-Match) did not
     ├── NotAuthenticated    401  NotAuthenticated     no valid credentials were given
     ├── TooManyAttempts     429  TooManyAttempts      sign-in refused until the window passes
     ├── AuditChainBroken    500  AuditChainBroken     the audit log was tampered with
@@ -140,6 +142,13 @@ class LastGlobalAdministrator(Conflict):
 class PermissionDenied(PimlicoError):
     code = "PermissionDenied"
     status = 403
+
+
+class PreconditionRequired(PimlicoError):
+    """A change of role settings came without ``If-Match``: it would overwrite blindly."""
+
+    code = "PreconditionRequired"
+    status = 428
 
 
 class NotAuthenticated(PimlicoError):

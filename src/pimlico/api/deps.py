@@ -62,10 +62,16 @@ async def _caller(request: Request, rt: RuntimeDep) -> Actor:
 CallerDep = Annotated[Actor, Depends(_caller)]
 
 
-async def _acting_for_self(caller: CallerDep) -> Actor:
+def require_self(caller: Actor) -> Actor:
+    """``caller``, if its token may act on its own behalf (``pim.self``); for routes where
+    only the request says whether it does (a self-service action among others)."""
     if not caller.may_use(accounts.SELF):
         raise PermissionDenied(f"this token's scopes exclude {accounts.SELF} (acting for oneself)")
     return caller
+
+
+async def _acting_for_self(caller: CallerDep) -> Actor:
+    return require_self(caller)
 
 
 SelfDep = Annotated[Actor, Depends(_acting_for_self)]

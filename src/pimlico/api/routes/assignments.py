@@ -14,9 +14,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep
+from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep, require_self
 from pimlico.api.routes.request_models import ID, PrincipalOut, TargetOut
-from pimlico.api.routes.requests import for_self
 from pimlico.domain.model import (
     Assignment,
     AssignmentKind,
@@ -101,7 +100,7 @@ class Filters:
                 [FieldError("principal_id", "Exclusive", "mine already names the caller")],
             )
         if self.mine:
-            for_self(caller)
+            require_self(caller)
             return PrincipalRef(PrincipalType.USER, caller.principal_id or "")
         if self.principal_id is None:
             return None

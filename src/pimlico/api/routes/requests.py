@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response, status
 from pydantic import AwareDatetime
 
-from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep, written
+from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep, require_self, written
 from pimlico.api.routes.request_models import (
     ID,
     NewRequest,
@@ -23,8 +23,7 @@ from pimlico.api.routes.request_models import (
 )
 from pimlico.domain.model import PrincipalRef, PrincipalType, TargetType
 from pimlico.domain.requests import RequestAction, RequestStatus
-from pimlico.errors import PermissionDenied
-from pimlico.services import accounts, mfa, request_reads, requests
+from pimlico.services import mfa, request_reads, requests
 from pimlico.services.requests import RequestFilter
 from pimlico.services.runtime import Actor, Pimlico
 
@@ -67,13 +66,6 @@ _EXAMPLES: dict[str, Any] = {
 }
 
 
-def for_self(caller: Actor) -> Actor:
-    """The caller, when its token may act on its own behalf (``pim.self``, as ``SelfDep``)."""
-    if not caller.may_use(accounts.SELF):
-        raise PermissionDenied(f"this token's scopes exclude {accounts.SELF} (acting for oneself)")
-    return caller
-
-
 def _mfa_verified(rt: Pimlico, caller: Actor) -> bool:
     """Whether the caller verified MFA recently (``POST /me/mfa/verify``): what an
     administrator's request that the policy says needs MFA accepts."""
@@ -104,7 +96,7 @@ def create_request(
     ] = None,
 ) -> RequestOut:
     if body.action.is_self_service:
-        for_self(caller)
+        require_self(caller)
     done = requests.submit(
         rt,
         actor=caller,
@@ -151,7 +143,7 @@ def list_requests(
     until: Annotated[AwareDatetime | None, Query(description="Asked before (RFC 3339).")] = None,
 ) -> Page[RequestOut]:
     if mine:
-        for_self(caller)
+        require_self(caller)
     principal = None
     if principal_id is not None:
         principal = PrincipalRef(principal_type or PrincipalType.USER, principal_id)

@@ -23,20 +23,13 @@ from pimlico.api.routes.directory import Id, Input
 from pimlico.domain.model import TargetType
 from pimlico.domain.policy import ApproverType, NotificationLevel
 from pimlico.domain.policy_codec import to_dict
-from pimlico.errors import FieldError, InvalidInput, PimlicoError
+from pimlico.errors import FieldError, InvalidInput, PreconditionRequired
 from pimlico.services import directory_reads, role_settings, roles
 from pimlico.services.role_settings import Policy
 
 router = APIRouter(tags=["roles"])
 
 PERMISSION = Annotated[str, Field(max_length=256)]
-
-
-class PreconditionRequired(PimlicoError):
-    """A change of role settings came without ``If-Match``: it would overwrite blindly."""
-
-    code = "PreconditionRequired"
-    status = 428
 
 
 # -- roles ----------------------------------------------------------------------------------
