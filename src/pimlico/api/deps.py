@@ -7,9 +7,9 @@ scope, which guards acting on one's own behalf (``SelfDep``), something no ``pim
 permission covers.
 
 The dependencies are ``async def``: FastAPI runs plain ``def`` ones in its thread pool, a
-hop per dependency per request. Authenticating reads the store at most once per token per
-``token_cache_seconds`` (and writes ``last_used_at`` once a minute), short enough for the
-event loop.
+hop per dependency per request. Authenticating answers from memory on the event loop; when
+it must read the store (at most once per token per ``token_cache_seconds``, and once a minute
+to write last uses) it does so in the thread pool.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from pimlico.errors import FieldError, InvalidInput, NotAuthenticated, PermissionDenied
@@ -54,7 +55,12 @@ async def _caller(request: Request, rt: RuntimeDep) -> Actor:
     bearer = _bearer(request)
     if bearer is None:
         raise NotAuthenticated("sign in, or send a token: 'Authorization: Bearer <token>'")
-    actor, token_id = accounts.authenticate(rt, bearer)
+    # From memory on the event loop when it can; a read of the store (a token's first use in
+    # this process, or its cache expired) goes to the thread pool, never blocking the loop.
+    found = accounts.authenticate_from_memory(rt, bearer)
+    if found is None:
+        found = await run_in_threadpool(accounts.authenticate, rt, bearer)
+    actor, token_id = found
     request.state.token_id = token_id
     return actor
 

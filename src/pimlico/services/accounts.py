@@ -412,21 +412,43 @@ def _cache(rt: Pimlico) -> _Cache:
 def authenticate(rt: Pimlico, bearer: str) -> tuple[Actor, str]:
     """Who ``bearer`` is (as an ``Actor`` carrying the token's scopes) and the token's id;
     ``NotAuthenticated`` if it is malformed, unknown, wrong, expired or revoked, or its
-    holder is disabled."""
+    holder is disabled. May read the store (see ``authenticate_from_memory``)."""
+    token_id, secret = _parse(bearer)
+    now = rt.clock.now()
+    known = _cache(rt).known.get(token_id)
+    if known is None or time.monotonic() - known.read_at > rt.settings.token_cache_seconds:
+        known = _read(rt, token_id, now)
+    _accept(known, secret, now)
+    _touch(rt, token_id, now)
+    assert known.actor is not None
+    return known.actor, token_id
+
+
+def authenticate_from_memory(rt: Pimlico, bearer: str) -> tuple[Actor, str] | None:
+    """``authenticate`` when it can answer without the store — the token read lately and no
+    write of last uses due — else ``None`` (call ``authenticate``). For callers that must
+    not wait on the store, such as an event loop."""
     token_id, secret = _parse(bearer)
     now = rt.clock.now()
     cache = _cache(rt)
     known = cache.known.get(token_id)
     if known is None or time.monotonic() - known.read_at > rt.settings.token_cache_seconds:
-        known = _read(rt, token_id, now)
+        return None
+    if cache.flushed is None or now - cache.flushed >= _TOUCH_EVERY:
+        return None
+    _accept(known, secret, now)
+    cache.used[token_id] = now
+    assert known.actor is not None
+    return known.actor, token_id
+
+
+def _accept(known: _Known, secret: str, now: datetime) -> None:
     if (
         known.actor is None
         or not hmac.compare_digest(known.secret_hash, _digest(secret))
         or now >= known.expires_at
     ):
         raise NotAuthenticated("the token is not valid (unknown, expired or revoked)")
-    _touch(rt, token_id, now)
-    return known.actor, token_id
 
 
 def _parse(bearer: str) -> tuple[str, str]:
