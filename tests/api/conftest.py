@@ -4,10 +4,14 @@ PostgreSQL, with a fixed clock. ``admin`` is the break-glass administrator made 
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from pimlico.api import create_app
@@ -73,3 +77,23 @@ def admin_id(rt: Pimlico) -> str:
 @pytest.fixture
 def admin(admin_id: str, sign_in: SignIn) -> TestClient:
     return sign_in(ADMIN, PASSWORD)
+
+
+@pytest.fixture
+def pimlico_url(rt: Pimlico, settings: Settings) -> Iterator[str]:
+    """A real Pimlico server (uvicorn) over ``rt``, on a free loopback port, in a thread."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, runtime=rt), log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    listening.close()

@@ -8,20 +8,14 @@ answer reflects the activation, approval or deactivation just made.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pyotp
 import pytest
-import uvicorn
 from examples.mail_console.app import create_console
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from pimlico.api import create_app
 from pimlico.client import ApiError, Client, Target
 from pimlico.clock import FixedClock
 from pimlico.demo import demo_password, load_demo
@@ -40,26 +34,6 @@ STEP = timedelta(seconds=30)
 @pytest.fixture
 def settings(migrated_url: str) -> Settings:
     return Settings(database_url=migrated_url, secret_key=SecretStr(KEY), token_cache_seconds=0)
-
-
-@pytest.fixture
-def pimlico_url(rt: Pimlico, settings: Settings) -> Iterator[str]:
-    """A real Pimlico server over ``rt``, on a free loopback port."""
-    listening = socket.create_server(("127.0.0.1", 0))
-    port = listening.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, runtime=rt), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    listening.close()
 
 
 def console_token(rt: Pimlico) -> str:

@@ -21,6 +21,7 @@ from pimlico.cli import (
     decisions,
     demo,
     directory,
+    me,
     mfa,
     roles,
     serve,
@@ -48,6 +49,7 @@ app.add_typer(assignments.app, name="assignment")
 app.add_typer(audit.app, name="audit")
 app.add_typer(demo.app, name="demo")
 app.add_typer(mfa.app, name="mfa")
+app.add_typer(me.app, name="me")
 app.command("check")(handles_errors(decisions.check))
 app.command("explain")(handles_errors(decisions.explain))
 app.command("access")(handles_errors(decisions.access))
