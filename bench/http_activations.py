@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from bench import machine
 from bench.activations import DEFAULT_URL, Server, build_world
-from bench.http_check import _free_port, _wait_ready
+from bench.http_check import free_port, wait_ready
 from pimlico.db import migrate
 from pimlico.db.tables import AssignmentRow
 from pimlico.services import accounts
@@ -134,14 +134,14 @@ def _tokens(url: str, users: tuple[str, ...]) -> list[str]:
 def _one_run(
     wrk: str, url: str, tokens: list[str], body: str, connections: int, args: argparse.Namespace
 ) -> tuple[int, int, int, int, float, str, str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.http_server", url, str(port)],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base)
+        wait_ready(base)
         with tempfile.TemporaryDirectory() as tmp:
             script = Path(tmp) / "activate.lua"
             listed = ",\n".join(f'"{t}"' for t in tokens)

@@ -80,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         bearer, body = _seed(url)
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "bench.http_server", url, str(port)],
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         )
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_ready(base)
+            wait_ready(base)
             answer = httpx.post(
                 base + CHECK_PATH, content=body, headers=_headers(bearer), timeout=10
             )
@@ -167,14 +167,14 @@ def _headers(bearer: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
-def _wait_ready(base: str) -> None:
+def wait_ready(base: str) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -412,12 +412,14 @@ def _cache(rt: Pimlico) -> _Cache:
 def authenticate(rt: Pimlico, bearer: str) -> tuple[Actor, str]:
     """Who ``bearer`` is (as an ``Actor`` carrying the token's scopes) and the token's id;
     ``NotAuthenticated`` if it is malformed, unknown, wrong, expired or revoked, or its
-    holder is disabled. May read the store (see ``authenticate_from_memory``)."""
+    holder is disabled. Reads the store when memory cannot answer
+    (``authenticate_from_memory``)."""
+    found = authenticate_from_memory(rt, bearer)
+    if found is not None:
+        return found
     token_id, secret = _parse(bearer)
     now = rt.clock.now()
-    known = _cache(rt).known.get(token_id)
-    if known is None or time.monotonic() - known.read_at > rt.settings.token_cache_seconds:
-        known = _read(rt, token_id, now)
+    known = _read(rt, token_id, now)
     _accept(known, secret, now)
     _touch(rt, token_id, now)
     assert known.actor is not None
