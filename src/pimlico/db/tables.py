@@ -423,3 +423,76 @@ class ApiTokenRow(Base):
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(256))
+
+
+class ConnectorRow(Base):
+    """A configured downstream system. ``config`` is the kind's validated settings (never a
+    password); ``secret`` the credential as a Fernet token (``None``: none given), never
+    returned nor audited. ``mode``: ``authoritative`` or ``report_only``. Disabled, never
+    deleted; ``config_version`` grows with every change (dispatchers rebuild on it)."""
+
+    __tablename__ = "connectors"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]]
+    secret: Mapped[str | None] = mapped_column(Text)
+    mode: Mapped[str] = mapped_column(String(16))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    config_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str] = mapped_column(String(256))
+
+
+class ConnectorMappingRow(Base):
+    """A Pimlico target (``target_type``, ``object_id``, ``scope``) driving one downstream
+    object of a connector. Ended (``ended_at``), never deleted."""
+
+    __tablename__ = "connector_mappings"
+    __table_args__ = (Index("ix_connector_mappings_connector", "connector_id", "ended_at"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    connector_id: Mapped[str] = mapped_column(ID, ForeignKey("connectors.id"))
+    target_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(ID)
+    scope: Mapped[str] = mapped_column(String(1024))
+    downstream_object: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256))
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(String(256))
+    end_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ProvisioningRow(Base):
+    """What must be true downstream for one principal under one mapping, and how far it got.
+
+    ``present``: whether the principal must be a member of the mapping's object. ``status``:
+    ``pending`` (to do at ``due_at``; a dispatcher holds it while ``claimed_until`` is
+    ahead), ``provisioned`` / ``revoked`` (done), ``failed`` (gave up after ``attempts``,
+    ``last_error`` kept). ``generation`` grows with every change of ``present``: a
+    dispatcher records its outcome only if the generation it worked on is still current."""
+
+    __tablename__ = "provisioning"
+    __table_args__ = (
+        UniqueConstraint("mapping_id", "principal_id"),
+        Index("ix_provisioning_status", "status", "due_at"),
+        Index("ix_provisioning_principal", "principal_id"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    mapping_id: Mapped[str] = mapped_column(ID, ForeignKey("connector_mappings.id"))
+    principal_id: Mapped[str] = mapped_column(ID)
+    present: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None]
+    identity: Mapped[str | None] = mapped_column(String(1024))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]

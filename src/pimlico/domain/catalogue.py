@@ -32,6 +32,10 @@ class Perm:
     DECISIONS_READ = "pim.decisions.read"
     """Ask what another principal may do (checking one's own access needs nothing)."""
     AUDIT_READ = "pim.audit.read"
+    CONNECTORS_READ = "pim.connectors.read"
+    """See connectors, their mappings and provisioning states (never their secrets)."""
+    CONNECTORS_WRITE = "pim.connectors.write"
+    """Configure connectors and mappings, and run reconciliation."""
 
 
 ALL_READS: tuple[str, ...] = (
@@ -43,6 +47,7 @@ ALL_READS: tuple[str, ...] = (
     Perm.REQUESTS_READ,
     Perm.DECISIONS_READ,
     Perm.AUDIT_READ,
+    Perm.CONNECTORS_READ,
 )
 
 
@@ -66,6 +71,7 @@ PRIVILEGED_ROLE_ADMINISTRATOR = BuiltInRole(
     description="Manage roles, role settings, assignments, requests and role-assignable groups.",
     permissions=(
         "pim.roles.*",
+        "pim.connectors.*",
         "pim.policies.*",
         "pim.assignments.*",
         "pim.requests.*",

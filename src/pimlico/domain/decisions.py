@@ -508,6 +508,35 @@ class DecisionIndex:
     def eligible_for(self, principal_id: str, at: datetime) -> tuple[HeldAssignment, ...]:
         return self.effective_access(principal_id, at).eligible
 
+    def holds(
+        self, principal_id: str, target_type: str, target_id: str, scope: str, at: datetime
+    ) -> bool:
+        """Does ``principal_id`` effectively hold the target at ``at`` — a role at a scope its
+        grant covers, or membership / ownership of a group — through any assignment, static
+        membership or nested group? (What provisioning keeps downstream.)"""
+        access = self.effective_access(principal_id, at)
+        if target_type == "role":
+            covering = ancestors(scope)
+            return any(g.role_id == target_id and g.scope in covering for g in access.roles)
+        relation = "member" if target_type == "group_member" else "owner"
+        return any(h.group_id == target_id and h.relation == relation for h in access.groups)
+
+    def holders(self, target_type: str, target_id: str, scope: str, at: datetime) -> set[str]:
+        """The users and service accounts that ``holds`` the target at ``at``."""
+        if target_type == "role":
+            direct = {self._grants[aid][0] for aid in self._role_grants.get(target_id, ())}
+        elif target_type == "group_member":
+            direct = {target_id}
+        else:
+            direct = {
+                m
+                for m, edges in self._owners.items()
+                if any(e[0] == target_id for e in edges.values())
+            }
+        groups = {p for p in direct if p in self._groups}
+        candidates = (direct - groups) | self._principals_below(groups)
+        return {p for p in candidates if self.holds(p, target_type, target_id, scope, at)}
+
     # -- internals ------------------------------------------------------------------------
 
     def _grant(
