@@ -271,9 +271,22 @@ def test_a_receiver_that_never_answers_times_out_retryably(clock: FixedClock) ->
     assert "timed out" in str(timed_out.value)
 
 
-def test_build_checks_the_configuration_and_needs_a_key() -> None:
-    with pytest.raises(ValueError, match="needs a secret"):
-        build({"url": "https://hooks.example.org/pimlico"}, None)
+def test_without_a_key_nothing_is_sent_and_the_failure_is_not_retryable(
+    receiver: Receiver, server: LoopbackServer
+) -> None:
+    connector = build({"url": f"{server.url}/hooks/pimlico"}, None)
+    try:
+        with pytest.raises(ConnectorError) as unsigned:
+            connector.grant("mail-purge", ["alex"])
+    finally:
+        connector.close()
+
+    assert not unsigned.value.retryable
+    assert "no signing key" in str(unsigned.value)
+    assert receiver.accepted == receiver.refused == []
+
+
+def test_build_checks_the_configuration() -> None:
     with pytest.raises(pydantic.ValidationError):
         build({"url": "https://hooks.example.org/pimlico", "secret": "inline"}, "key")
     with pytest.raises(pydantic.ValidationError):

@@ -39,7 +39,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pimlico.clock import Clock, SystemClock
-from pimlico.connectors.base import Member
+from pimlico.connectors.base import ConnectorError, Member
 from pimlico.connectors.http_common import check_http_url, send
 
 TIMESTAMP_HEADER = "Pimlico-Timestamp"
@@ -64,11 +64,11 @@ class WebhookConfig(BaseModel):
 
 
 def build(config: Mapping[str, object], secret: str | None) -> WebhookConnector:
-    """A webhook connector from its stored configuration and its HMAC key (required)."""
-    parsed = WebhookConfig.model_validate(dict(config))
-    if not secret:
-        raise ValueError("a webhook connector needs a secret: the key that signs its deliveries")
-    return WebhookConnector(parsed, secret=secret)
+    """A webhook connector from its stored configuration and its HMAC key.
+
+    Without a key it can still be built (so that a configuration can be checked before its
+    secret is set), but every delivery fails, not retryably: it never sends unsigned."""
+    return WebhookConnector(WebhookConfig.model_validate(dict(config)), secret=secret)
 
 
 def sign(secret: str, *, timestamp: str, body: bytes) -> str:
@@ -111,7 +111,9 @@ class WebhookConnector:
 
     kind = "webhook"
 
-    def __init__(self, config: WebhookConfig, *, secret: str, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: WebhookConfig, *, secret: str | None, clock: Clock | None = None
+    ) -> None:
         self.config = config
         self._secret = secret
         self._clock: Clock = clock or SystemClock()
@@ -143,6 +145,9 @@ class WebhookConnector:
         values = sorted(set(identities))
         if not values:
             return
+        what = f"webhook {action} of {len(values)} identity(ies) on {obj!r}"
+        if not self._secret:
+            raise ConnectorError(f"{what}: no signing key is configured", retryable=False)
         at = self._clock.now().astimezone(UTC)
         payload = {
             "action": action,
@@ -158,5 +163,4 @@ class WebhookConnector:
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(self._secret, timestamp=timestamp, body=body),
         }
-        what = f"webhook {action} of {len(values)} identity(ies) on {obj!r}"
         send(self._client, "POST", self.config.url, what=what, content=body, headers=headers)
