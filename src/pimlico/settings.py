@@ -118,6 +118,42 @@ class Settings(BaseSettings):
         le=86400,
         description="Seconds of the sign-in attempt window (and of the lockout it starts).",
     )
+    provisioning_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description=(
+            "Tries of one downstream grant or revocation before its state is `failed` "
+            "(with the error kept) and administrators are alerted."
+        ),
+    )
+    provisioning_base_delay: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=3600.0,
+        description=(
+            "Seconds before the first retry of a failed downstream call; doubled on each "
+            "further failure, plus up to 10 % jitter."
+        ),
+    )
+    provisioning_lease: float = Field(
+        default=60.0,
+        ge=0.1,
+        le=3600.0,
+        description=(
+            "Seconds a dispatcher holds the provisioning work it took: if its process dies, "
+            "another takes the work over after this."
+        ),
+    )
+    reconcile_interval: float = Field(
+        default=3600.0,
+        ge=0.0,
+        le=7 * 86400.0,
+        description=(
+            "Seconds between reconcile passes of the dispatcher (one also runs when it "
+            "starts); 0: only at start and on demand (`pimlico reconcile`)."
+        ),
+    )
 
     _key: bytes | None = PrivateAttr(default=None)
 
