@@ -241,6 +241,25 @@ def test_a_missing_group_is_not_retryable_and_is_named(connector: ScimConnector)
         assert "Group 'no-such-group' not found" in str(missing.value)
 
 
+def test_a_group_id_cannot_reach_another_path(scim: ScimServer, connector: ScimConnector) -> None:
+    scim.create_user("alex")
+    scim.requests.clear()
+
+    tricky = ("../Users", "x/../../Users", "?filter=x")
+    for obj in tricky:
+        with pytest.raises(ConnectorError) as missing:
+            connector.list_current(obj)
+        assert "HTTP 404" in str(missing.value)
+        assert not missing.value.retryable
+    for obj in ("", ".", ".."):
+        with pytest.raises(ConnectorError) as refused:
+            connector.grant(obj, ["u1"])
+        assert not refused.value.retryable
+
+    # The server saw each id whole, as one (percent-decoded) segment under /Groups.
+    assert [seen.path for seen in scim.requests] == [f"/Groups/{obj}" for obj in tricky]
+
+
 def test_the_configuration_is_checked() -> None:
     with pytest.raises(pydantic.ValidationError):
         build({"base_url": "http://127.0.0.1:1/v2", "password": "x"}, None)

@@ -159,8 +159,10 @@ class ScimConnector:
         )
 
     def _group_path(self, obj: str) -> str:
-        if not obj:
-            raise ConnectorError("a SCIM group id cannot be empty", retryable=False)
+        # Quoted whole, so an id cannot reach another path; "." and ".." would still be
+        # dot-segments once quoted, which URL joining removes.
+        if obj in ("", ".", ".."):
+            raise ConnectorError(f"{obj!r} is not a SCIM group id", retryable=False)
         return "Groups/" + quote(obj, safe="")
 
     def _find_users(self, values: Sequence[str]) -> dict[str, set[str]]:
