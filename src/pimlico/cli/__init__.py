@@ -27,6 +27,7 @@ from pimlico.cli import (
     serve,
     worker,
 )
+from pimlico.cli import connectors as connector_commands
 from pimlico.cli import requests as request_commands
 from pimlico.cli._common import handles_errors
 
@@ -50,6 +51,8 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(demo.app, name="demo")
 app.add_typer(mfa.app, name="mfa")
 app.add_typer(me.app, name="me")
+app.add_typer(connector_commands.app, name="connectors")
+app.command("reconcile")(handles_errors(connector_commands.reconcile))
 app.command("check")(handles_errors(decisions.check))
 app.command("explain")(handles_errors(decisions.explain))
 app.command("access")(handles_errors(decisions.access))

@@ -26,7 +26,8 @@ from typing import Annotated
 import typer
 
 from pimlico.cli._common import fail_with, runtime, say, settings
-from pimlico.jobs.handlers import HANDLERS
+from pimlico.jobs import provisioning
+from pimlico.jobs.handlers import WORKER_HANDLERS
 from pimlico.jobs.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,16 @@ def serve(
             uvicorn.Config(app, log_level=log_level.value, lifespan="on", server_header=False)
         )
         name = f"{socket.gethostname()}:{os.getpid()}"
-        running = None if no_worker else Worker(rt, HANDLERS, name=name)
+        running = None if no_worker else Worker(rt, WORKER_HANDLERS, name=name)
+        dispatcher: provisioning.Dispatcher | None = None
 
         def finish(signum: int, frame: object) -> None:
             server.should_exit = True  # (a signal before uvicorn's handlers are in place)
             stop.set()
             if running is not None:
                 running.wake()
+            if dispatcher is not None:
+                dispatcher.wake()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, finish)
@@ -87,6 +91,7 @@ def serve(
                 target=_work, args=(running, stop), name=f"worker-{name}", daemon=True
             )
             thread.start()
+            dispatcher, dispatching = provisioning.start(rt, name=name, stop=stop)
         say(f"Pimlico serving on {_url(listening)} (API documents: {_url(listening)}/docs)")
         say(
             f"worker {name} embedded"
@@ -100,6 +105,7 @@ def serve(
             finish(signal.SIGTERM, None)
             if thread is not None:
                 thread.join()
+                dispatching.join()
     say("stopped")
 
 

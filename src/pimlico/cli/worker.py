@@ -1,7 +1,9 @@
 """``pimlico worker``: run the outbox's due jobs, until Ctrl-C or SIGTERM (or, with ``--once``,
 until none is due). Either signal lets the write in progress finish and commit, then exits 0.
 
-A thin entry point: it builds the runtime and a ``Worker`` with ``jobs.handlers.HANDLERS``.
+A thin entry point: it builds the runtime and a ``Worker`` with
+``jobs.handlers.WORKER_HANDLERS``, and starts the provisioning dispatcher
+(``jobs.provisioning``) beside it, which calls downstream systems outside the worker's writes.
 The hidden ``--handlers module:attr`` (a mapping of kind → handler, added to the built-in
 ones) and ``--lease-seconds`` exist for tests (the crash test runs its own job kind in a
 subprocess); they are not part of the supported interface.
@@ -21,7 +23,8 @@ from typing import Annotated, cast
 import typer
 
 from pimlico.cli._common import runtime, say
-from pimlico.jobs.handlers import HANDLERS
+from pimlico.jobs import provisioning
+from pimlico.jobs.handlers import WORKER_HANDLERS
 from pimlico.jobs.worker import Handler, Worker
 
 
@@ -35,7 +38,7 @@ def worker(
     ] = 60.0,
 ) -> None:
     """Run the worker: due jobs (approval timeouts and escalations, …) as they fall due."""
-    kinds = dict(HANDLERS)
+    kinds = dict(WORKER_HANDLERS)
     if handlers is not None:
         module, _, attr = handlers.partition(":")
         kinds.update(cast(Mapping[str, Handler], getattr(importlib.import_module(module), attr)))
@@ -44,15 +47,26 @@ def worker(
         running = Worker(rt, kinds, name=name, lease=timedelta(seconds=lease_seconds))
         if once:
             say(f"ran {running.run_once(rt.clock.now())} job(s)")
+            dispatcher = provisioning.Dispatcher(rt, name=name)
+            try:
+                say(f"provisioned {dispatcher.run_once()} change(s)")
+            finally:
+                dispatcher.close()
             return
         stop = threading.Event()
+        dispatcher, thread = provisioning.start(rt, name=name, stop=stop)
 
         def finish(signum: int, frame: object) -> None:
             stop.set()
             running.wake()
+            dispatcher.wake()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, finish)
         say(f"worker {name} running; Ctrl-C or SIGTERM stops it")
-        running.run_forever(stop)
+        try:
+            running.run_forever(stop)
+        finally:
+            finish(signal.SIGTERM, None)
+            thread.join()
         say("worker stopped")

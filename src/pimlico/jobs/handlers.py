@@ -7,7 +7,13 @@
 - ``assignment.start`` / ``assignment.remind`` / ``assignment.expire``: an assignment's
   later instant has come — ``services.assignment_events.fall_due`` publishes its event.
 - ``event.publish`` / ``event.deliver``: published domain events go to the consumers the
-  worker was started with (``jobs.events``).
+  worker was started with (``jobs.events``). ``WORKER_HANDLERS`` (what ``pimlico worker``
+  and ``pimlico serve`` run) delivers them to provisioning (``services.provisioning.follow``),
+  which records what must be true downstream; the provisioning dispatcher
+  (``jobs.provisioning``) calls the downstream systems outside every write.
+- ``provisioning.alert``: provisioning into a downstream system failed for good — an
+  administrator alert (``services.provisioning_work.ProvisioningFailed``), logged until
+  notifications consume it.
 
 The ``assignment.*`` kinds and ``event.publish`` are batch handlers (``Batched``): when a shift
 ends, ten thousand of them fall due in the same second, and the worker takes them in the
@@ -17,13 +23,17 @@ idempotent (see ``pimlico.jobs.worker``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from pimlico.db.audit import WriteContext
 from pimlico.jobs import claims, events
 from pimlico.jobs.worker import Batched, Handler, Job
-from pimlico.services import approvals, assignment_events, request_effects
+from pimlico.services import approvals, assignment_events, provisioning, request_effects
+from pimlico.services.provisioning_work import ALERT_JOB
 from pimlico.services.runtime import Pimlico
+
+log = logging.getLogger(__name__)
 
 
 def advance_request(rt: Pimlico, w: WriteContext, job: Job) -> None:
@@ -39,6 +49,18 @@ def assignment_instants(rt: Pimlico, w: WriteContext, jobs: Sequence[Job]) -> No
     assignment_events.fall_due(w, [(job.kind, job.payload) for job in jobs])
 
 
+def alert(rt: Pimlico, w: WriteContext, job: Job) -> None:
+    data = job.payload.get("data", {})
+    log.error(
+        "ALERT provisioning failed: %s in %s of connector %s after %s attempt(s): %s",
+        data.get("principal_id"),
+        data.get("downstream_object"),
+        data.get("connector"),
+        data.get("attempts"),
+        data.get("error"),
+    )
+
+
 def handlers(consumers: Mapping[str, events.Consumer] | None = None) -> dict[str, Handler]:
     """Every job kind the worker runs, by name, delivering events to ``consumers``."""
     return {
@@ -47,9 +69,13 @@ def handlers(consumers: Mapping[str, events.Consumer] | None = None) -> dict[str
         assignment_events.START_JOB: Batched(assignment_instants),
         assignment_events.REMIND_JOB: Batched(assignment_instants),
         assignment_events.EXPIRE_JOB: Batched(assignment_instants),
+        ALERT_JOB: alert,
         **events.handlers(consumers or {}),
     }
 
 
 HANDLERS: Mapping[str, Handler] = handlers()
-"""The handlers of a worker with no event consumers (none are built in yet)."""
+"""The handlers of a worker with no event consumers."""
+
+WORKER_HANDLERS: Mapping[str, Handler] = handlers({provisioning.CONSUMER: provisioning.follow})
+"""The handlers of Pimlico's worker: events delivered to provisioning."""

@@ -1,0 +1,338 @@
+"""What must be true downstream: one ``provisioning`` row per (mapping, principal).
+
+This module owns the *desired* side of provisioning, written inside Pimlico's own writes, and
+the reads of provisioning states. It never calls a downstream system: that is the
+dispatcher's (``jobs.provisioning``), which runs outside every write (see there for why).
+
+``follow`` is the outbox consumer of ``AssignmentActivated`` and ``AssignmentEnded``: in the
+delivery's write it works out whose effective holdings the assignment could change (its
+principal, or every user inside it if it is a group: that covers nested groups, since a group
+joining a group is itself an assignment or membership of the group below) and ``settle``\\ s
+them. ``settle`` asks the decision index, as of the write, whether each principal holds each
+mapping's target now — through any assignment, static membership or nested group — and
+records that as ``present``: a row changes (and falls due at once, with a new generation) only
+when that answer changes, so ending one of two assignments that back the same access changes
+nothing. Absent principals without a row get none (nothing was granted).
+
+Waking: a commit that changed rows wakes this process's dispatchers (``listen``) and, on
+PostgreSQL, every process's through ``NOTIFY pimlico_provisioning`` (``listen_postgres``), so
+that a revocation reaches the downstream system within milliseconds of its decision rather
+than at the next poll.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, event, select, text
+from sqlalchemy.orm import Session
+
+from pimlico.db.audit import WriteContext
+from pimlico.db.tables import (
+    AssignmentRow,
+    ConnectorMappingRow,
+    ConnectorRow,
+    ProvisioningRow,
+)
+from pimlico.domain import events
+from pimlico.domain.catalogue import Perm
+from pimlico.domain.decisions import Access
+from pimlico.domain.model import PrincipalType, new_id
+from pimlico.domain.scopes import ancestors
+from pimlico.services.decisions import authorize
+from pimlico.services.lookups import get_row
+from pimlico.services.runtime import Actor, Pimlico
+
+PENDING, PROVISIONED, REVOKED, FAILED = "pending", "provisioned", "revoked", "failed"
+CONSUMER = "provisioning"
+"""The name the worker knows this module's consumer by."""
+CHANNEL = "pimlico_provisioning"
+
+_MAPPINGS = "pimlico.provisioning.mappings"
+_WAKE_FLAG = "pimlico.provisioning.wake"
+_CHUNK = 1000
+_lock = threading.Lock()
+_listeners: dict[str, set[threading.Event]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """An open mapping of an enabled connector, as ``settle`` needs it."""
+
+    id: str
+    target_type: str
+    object_id: str
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningState:
+    """How far one principal's access got in one connector's object."""
+
+    connector: str
+    mapping_id: str
+    downstream_object: str
+    principal_id: str
+    present: bool
+    status: str
+    attempts: int
+    identity: str | None
+    last_error: str | None
+    updated_at: datetime
+
+
+# -- desired state ------------------------------------------------------------------------
+
+
+def follow(rt: Pimlico, w: WriteContext, event: events.DomainEvent) -> None:
+    """The outbox consumer: settle whoever an assignment's start or end may have changed."""
+    if not isinstance(event, events.AssignmentActivated | events.AssignmentEnded):
+        return
+    if not _open_mappings(w):
+        return
+    principal = event.assignment.principal
+    if principal.type is PrincipalType.GROUP:
+        index = rt.decisions.current()
+        principals = index.holders("group_member", principal.id, "/", w.at)
+    else:
+        principals = {principal.id}
+    settle(rt, w, principals=principals)
+
+
+def settle(
+    rt: Pimlico,
+    w: WriteContext,
+    *,
+    principals: Iterable[str] | None = None,
+    mappings: Sequence[ConnectorMappingRow] | None = None,
+) -> int:
+    """Record, in ``w``, whether each principal must be present under each mapping now;
+    how many rows changed. Default mappings: every open one of an enabled connector; default
+    principals: those holding each mapping's target and those recorded present under it."""
+    mapped = (
+        _open_mappings(w)
+        if mappings is None
+        else [Mapped(m.id, m.target_type, m.object_id, m.scope) for m in mappings]
+    )
+    if not mapped:
+        return 0
+    index = rt.decisions.current()
+    if principals is None:
+        wanted = set()
+        for m in mapped:
+            wanted |= index.holders(m.target_type, m.object_id, m.scope, w.at)
+        wanted |= set(
+            w.session.scalars(
+                select(ProvisioningRow.principal_id).where(
+                    ProvisioningRow.mapping_id.in_([m.id for m in mapped]),
+                    ProvisioningRow.present.is_(True),
+                )
+            )
+        )
+    else:
+        wanted = set(principals)
+    ids = sorted(wanted)
+    rows: dict[tuple[str, str], ProvisioningRow] = {}
+    for start in range(0, len(ids), _CHUNK):
+        query = select(ProvisioningRow).where(
+            ProvisioningRow.principal_id.in_(ids[start : start + _CHUNK]),
+            ProvisioningRow.mapping_id.in_([m.id for m in mapped]),
+        )
+        for found in w.session.scalars(query):
+            rows[(found.mapping_id, found.principal_id)] = found
+    changed = 0
+    for pid in ids:
+        access = index.effective_access(pid, w.at)
+        for m in mapped:
+            present = _held(access, m)
+            row = rows.get((m.id, pid))
+            if row is None:
+                if present:
+                    w.session.add(_new_row(w, m.id, pid))
+                    changed += 1
+            elif row.present != present:
+                row.present, row.status, row.generation = present, PENDING, row.generation + 1
+                row.attempts, row.due_at, row.last_error, row.updated_at = 0, w.at, None, w.at
+                changed += 1
+    if changed:
+        w.session.flush()
+        wake_after_commit(w.session)
+    return changed
+
+
+def _new_row(w: WriteContext, mapping_id: str, principal_id: str) -> ProvisioningRow:
+    return ProvisioningRow(
+        id=new_id(),
+        mapping_id=mapping_id,
+        principal_id=principal_id,
+        present=True,
+        status=PENDING,
+        generation=1,
+        attempts=0,
+        due_at=w.at,
+        updated_at=w.at,
+    )
+
+
+def _held(access: Access, m: Mapped) -> bool:
+    if m.target_type == "role":
+        covering = ancestors(m.scope)
+        return any(g.role_id == m.object_id and g.scope in covering for g in access.roles)
+    relation = "member" if m.target_type == "group_member" else "owner"
+    return any(h.group_id == m.object_id and h.relation == relation for h in access.groups)
+
+
+def _open_mappings(w: WriteContext) -> list[Mapped]:
+    """The open mappings of enabled connectors, read once per write."""
+    cached: list[Mapped] | None = w.info.get(_MAPPINGS)
+    if cached is None:
+        query = (
+            select(
+                ConnectorMappingRow.id,
+                ConnectorMappingRow.target_type,
+                ConnectorMappingRow.object_id,
+                ConnectorMappingRow.scope,
+            )
+            .join(ConnectorRow, ConnectorRow.id == ConnectorMappingRow.connector_id)
+            .where(ConnectorMappingRow.ended_at.is_(None), ConnectorRow.enabled.is_(True))
+        )
+        cached = w.info[_MAPPINGS] = [Mapped(*r) for r in w.session.execute(query)]
+    return cached
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+def _state(row: ProvisioningRow, obj: str, connector: str) -> ProvisioningState:
+    return ProvisioningState(
+        connector,
+        row.mapping_id,
+        obj,
+        row.principal_id,
+        row.present,
+        row.status,
+        row.attempts,
+        row.identity,
+        row.last_error,
+        row.updated_at,
+    )
+
+
+def states(
+    rt: Pimlico, *, actor: Actor, connector: str | None = None, status: str | None = None
+) -> list[ProvisioningState]:
+    """Every provisioning state (of one connector, in one status), failures first."""
+    authorize(rt, actor, Perm.CONNECTORS_READ)
+    query = (
+        select(ProvisioningRow, ConnectorMappingRow.downstream_object, ConnectorRow.name)
+        .join(ConnectorMappingRow, ConnectorMappingRow.id == ProvisioningRow.mapping_id)
+        .join(ConnectorRow, ConnectorRow.id == ConnectorMappingRow.connector_id)
+    )
+    if connector is not None:
+        query = query.where(ConnectorRow.name == connector)
+    if status is not None:
+        query = query.where(ProvisioningRow.status == status)
+    with rt.reading() as s:
+        found = [_state(r, obj, name) for r, obj, name in s.execute(query).tuples()]
+    order = {FAILED: 0, PENDING: 1}
+    return sorted(found, key=lambda st: (order.get(st.status, 2), st.connector, st.principal_id))
+
+
+def states_of_assignment(
+    rt: Pimlico, *, actor: Actor, assignment_id: str
+) -> list[ProvisioningState]:
+    """The provisioning states an assignment drives: per connector mapping its target, for
+    its principal (or, for a group, each principal provisioned under it)."""
+    authorize(rt, actor, Perm.ASSIGNMENTS_READ)
+    with rt.reading() as s:
+        a = get_row(s, AssignmentRow, assignment_id, "assignment")
+        query = (
+            select(
+                ProvisioningRow,
+                ConnectorMappingRow.downstream_object,
+                ConnectorRow.name,
+                ConnectorMappingRow.scope,
+            )
+            .join(ConnectorMappingRow, ConnectorMappingRow.id == ProvisioningRow.mapping_id)
+            .join(ConnectorRow, ConnectorRow.id == ConnectorMappingRow.connector_id)
+            .where(
+                ConnectorMappingRow.target_type == a.target_type,
+                ConnectorMappingRow.object_id == a.target_id,
+            )
+        )
+        # A role assignment drives the mappings of its role at scopes its scope covers.
+        rows = [
+            (r, obj, name)
+            for r, obj, name, scope in s.execute(query).tuples()
+            if a.target_type != "role" or a.scope in ancestors(scope)
+        ]
+    if a.principal_type == PrincipalType.GROUP.value:
+        index = rt.decisions.current()
+        members = index.holders("group_member", a.principal_id, "/", rt.clock.now())
+    else:
+        members = {a.principal_id}
+    return [_state(r, obj, name) for r, obj, name in rows if r.principal_id in members]
+
+
+# -- waking the dispatchers ----------------------------------------------------------------
+
+
+def wake_after_commit(session: Session) -> None:
+    """Wake the dispatchers once ``session``'s transaction commits (in this process and, on
+    PostgreSQL, in every process listening)."""
+    if session.info.get(_WAKE_FLAG):
+        return
+    session.info[_WAKE_FLAG] = True
+    event.listen(session, "after_commit", _after_commit, once=True)
+    event.listen(session, "after_rollback", _forget, once=True)
+    if session.get_bind().dialect.name == "postgresql":
+        event.listen(session, "before_commit", _notify, once=True)
+
+
+def _notify(session: Session) -> None:
+    session.execute(text(f"SELECT pg_notify('{CHANNEL}', '')"))
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_WAKE_FLAG, None)
+
+
+def _after_commit(session: Session) -> None:
+    session.info.pop(_WAKE_FLAG, None)
+    with _lock:
+        waiting = list(_listeners.get(_database_of(session.get_bind()), ()))
+    for wake in waiting:
+        wake.set()
+
+
+def _database_of(bind: object) -> str:
+    engine = bind if isinstance(bind, Engine) else getattr(bind, "engine")  # noqa: B009
+    return str(engine.url.render_as_string(hide_password=False))
+
+
+def listen(engine: Engine, wake: threading.Event) -> None:
+    with _lock:
+        _listeners.setdefault(_database_of(engine), set()).add(wake)
+
+
+def unlisten(engine: Engine, wake: threading.Event) -> None:
+    with _lock:
+        _listeners.get(_database_of(engine), set()).discard(wake)
+
+
+def listen_postgres(engine: Engine, wake: threading.Event, stop: threading.Event) -> None:
+    """Set ``wake`` on every ``pimlico_provisioning`` notification until ``stop`` (a thread
+    of its own, its own autocommit connection). Returns at once on SQLite."""
+    if engine.dialect.name != "postgresql":
+        return
+    import psycopg
+
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"LISTEN {CHANNEL}")
+        while not stop.is_set():
+            for _ in connection.notifies(timeout=0.5, stop_after=1):
+                wake.set()
