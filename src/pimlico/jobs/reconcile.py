@@ -65,7 +65,7 @@ def reconcile(
         )
         if connector is not None:
             query = query.where(ConnectorRow.id == connector_config.by_name(s, connector).id)
-        pairs = list(s.execute(query).tuples())
+        pairs = list(s.execute(query))
         s.expunge_all()
         index = rt.decisions.current()
         now = rt.clock.now()

@@ -345,7 +345,7 @@ def list_mappings(
         if not include_ended:
             query = query.where(ConnectorMappingRow.ended_at.is_(None))
         query = query.order_by(ConnectorRow.name, ConnectorMappingRow.created_at)
-        return [_mapping_info(m, name) for m, name in s.execute(query).tuples()]
+        return [_mapping_info(m, name) for m, name in s.execute(query)]
 
 
 def _mapping_snapshot(mapping: ConnectorMappingRow, connector: str) -> dict[str, object]:

@@ -236,7 +236,7 @@ def states(
     if status is not None:
         query = query.where(ProvisioningRow.status == status)
     with rt.reading() as s:
-        found = [_state(r, obj, name) for r, obj, name in s.execute(query).tuples()]
+        found = [_state(r, obj, name) for r, obj, name in s.execute(query)]
     order = {FAILED: 0, PENDING: 1}
     return sorted(found, key=lambda st: (order.get(st.status, 2), st.connector, st.principal_id))
 
@@ -266,7 +266,7 @@ def states_of_assignment(
         # A role assignment drives the mappings of its role at scopes its scope covers.
         rows = [
             (r, obj, name)
-            for r, obj, name, scope in s.execute(query).tuples()
+            for r, obj, name, scope in s.execute(query)
             if a.target_type != "role" or a.scope in ancestors(scope)
         ]
     if a.principal_type == PrincipalType.GROUP.value:

@@ -133,7 +133,7 @@ def claim(rt: Pimlico, *, name: str, now: datetime, lease: timedelta, batch: int
                 ProvisioningRow.claimed_until == until,
             )
             .order_by(ProvisioningRow.due_at)
-        ).tuples()
+        )
         held = list(rows)
         names = principal_names(s, {r.principal_id for r, _, _ in held})
     work = []
