@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pydantic
 import pytest
 
+from pimlico.connectors import scim as scim_module
 from pimlico.connectors.base import ConnectorError, Member
 from pimlico.connectors.scim import FILTER_BATCH, ScimConnector, build
 from tests.connectors.scim_server import ScimServer, Seen
@@ -181,6 +182,20 @@ def test_resolve_searches_in_batches_of_several_members(
 
     assert resolved == {f"p{n}": ids[f"user{n:03}"] for n in range(count)}
     assert len([seen for seen in scim.requests if seen.path == "/Users"]) == 3
+
+
+def test_resolve_follows_the_pages_of_a_search(
+    scim: ScimServer, connector: ScimConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scim_module, "PAGE_SIZE", 7)
+    ids = scim.create_users((f"user{n:02}", None) for n in range(30))
+    members = [Member(principal_id=f"p{n}", user_name=f"user{n:02}") for n in range(30)]
+    scim.requests.clear()
+
+    resolved = connector.resolve(members)
+
+    assert resolved == {f"p{n}": ids[f"user{n:02}"] for n in range(30)}
+    assert len([seen for seen in scim.requests if seen.path == "/Users"]) == 5
 
 
 def test_a_stopped_server_is_retryable_and_a_restarted_one_works(
