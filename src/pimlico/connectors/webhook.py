@@ -94,7 +94,9 @@ def verify(
     side) and one of the signature's comma-separated ``v1=`` values (several while a key is
     rotated) is the HMAC of the timestamp and body. The comparison takes constant time.
     """
-    if not (timestamp.isascii() and timestamp.isdigit()):
+    # Ten digits last until 2286; a longer header is refused before int() would have to parse
+    # an attacker's thousands of digits (or raise past Python's digit limit).
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return False
     if abs(now.timestamp() - int(timestamp)) > tolerance.total_seconds():
         return False
