@@ -197,6 +197,7 @@ def test_verify_rejects_a_tampered_body_a_stale_or_future_timestamp_and_a_bad_he
 
     assert check()
     assert check(now=T0 + timedelta(minutes=4))
+    assert check(now=T0.replace(tzinfo=None))
     assert not check(body=body.replace(b"alex", b"eve"))
     assert not check(now=T0 + timedelta(minutes=6))
     assert not check(now=T0 - timedelta(minutes=6))

@@ -38,7 +38,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pimlico.clock import Clock, SystemClock
+from pimlico.clock import Clock, SystemClock, as_utc
 from pimlico.connectors.base import ConnectorError, Member
 from pimlico.connectors.http_common import check_http_url, send
 
@@ -90,15 +90,16 @@ def verify(
 
     ``timestamp`` and ``signature`` are the ``Pimlico-Timestamp`` and ``Pimlico-Signature``
     header values, ``body`` the raw request body (not re-serialised JSON), ``now`` the
-    receiver's clock. True only if the timestamp is within ``tolerance`` of ``now`` (either
-    side) and one of the signature's comma-separated ``v1=`` values (several while a key is
-    rotated) is the HMAC of the timestamp and body. The comparison takes constant time.
+    receiver's clock (naive means UTC, as everywhere in Pimlico). True only if the timestamp
+    is within ``tolerance`` of ``now`` (either side) and one of the signature's
+    comma-separated ``v1=`` values (several while a key is rotated) is the HMAC of the
+    timestamp and body. The comparison takes constant time.
     """
     # Ten digits last until 2286; a longer header is refused before int() would have to parse
     # an attacker's thousands of digits (or raise past Python's digit limit).
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return False
-    if abs(now.timestamp() - int(timestamp)) > tolerance.total_seconds():
+    if abs(as_utc(now).timestamp() - int(timestamp)) > tolerance.total_seconds():
         return False
     expected = sign(secret, timestamp=timestamp, body=body).encode()
     matched = False
