@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 
@@ -99,24 +98,27 @@ class Dispatcher:
             total += len(work)
 
     def run_forever(self, stop: threading.Event) -> None:
-        """Run due work until ``stop`` is set; reconcile at start and every interval."""
+        """Run due work until ``stop`` is set; reconcile at start and every interval, in a
+        thread of its own (a reconcile pass that waits on a hung system must not hold up
+        the revocations of every other one)."""
         provisioning.listen(self.rt.engine, self._wake)
         done = threading.Event()
-        listener = threading.Thread(
-            target=self._listen, args=(done,), name=f"{self.name}-listen", daemon=True
-        )
-        listener.start()
-        next_reconcile = time.monotonic()
+        helpers = [
+            threading.Thread(
+                target=self._listen, args=(done,), name=f"{self.name}-listen", daemon=True
+            ),
+            threading.Thread(
+                target=self._reconcile, args=(stop,), name=f"{self.name}-reconcile", daemon=True
+            ),
+        ]
+        for helper in helpers:
+            helper.start()
         try:
             while not stop.is_set():
                 self._wake.clear()
                 try:
                     self.run_once()
-                    if time.monotonic() >= next_reconcile:
-                        reconcile.reconcile(self.rt, actor=self._actor())
-                        interval = self.reconcile_interval or float("inf")
-                        next_reconcile = time.monotonic() + interval
-                    wait = min(self._sleep(), max(next_reconcile - time.monotonic(), 0.0))
+                    wait = self._sleep()
                 except Exception:
                     log.exception("provisioning dispatcher %s: a pass failed", self.name)
                     wait = self.cap
@@ -124,8 +126,18 @@ class Dispatcher:
         finally:
             done.set()
             provisioning.unlisten(self.rt.engine, self._wake)
-            listener.join()
+            helpers[0].join()
             self.close()
+
+    def _reconcile(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                reconcile.reconcile(self.rt, actor=self._actor())
+            except Exception:
+                log.exception("dispatcher %s: a reconcile pass failed", self.name)
+            if not self.reconcile_interval:
+                return
+            stop.wait(self.reconcile_interval)
 
     def _actor(self) -> Actor:
         return Actor.operator(f"dispatcher:{self.name}")
