@@ -36,9 +36,12 @@ def test_a_connector_is_added_listed_without_its_secret_and_mapped(
 
     listed = pimlico("connectors list").stdout
 
-    assert "db" in listed and "postgres" in listed and "set" in listed
+    assert "db" in listed
+    assert "postgres" in listed
+    assert "set" in listed
     assert "hunter2" not in listed
-    assert "reader" in listed and "Security Reader" in listed
+    assert "reader" in listed
+    assert "Security Reader" in listed
 
 
 def test_bad_input_is_one_clear_line_and_a_non_zero_exit(
@@ -48,7 +51,8 @@ def test_bad_input_is_one_clear_line_and_a_non_zero_exit(
         'connectors add db --kind postgres --config \'{"dsn": "postgresql://u:pw@h/d"}\'',
         code=2,
     )
-    assert bad.stderr.count("\n") == 1 and "config.dsn" in bad.stderr
+    assert bad.stderr.count("\n") == 1
+    assert "config.dsn" in bad.stderr
     unknown = pimlico("connectors add db --kind pigeon --config '{}'", code=2)
     assert "pigeon" in unknown.stderr
     not_json = pimlico("connectors add db --kind postgres --config 'dsn='", code=2)
@@ -72,7 +76,9 @@ def test_status_shows_a_failure_with_its_downstream_error(
 
     status = pimlico("connectors status db").stdout
 
-    assert "failed" in status and "no role" in status and alex in status
+    assert "failed" in status
+    assert "no role" in status
+    assert alex in status
 
 
 def test_reconcile_dry_run_says_what_it_would_do_and_does_nothing(
@@ -86,7 +92,8 @@ def test_reconcile_dry_run_says_what_it_would_do_and_does_nothing(
 
     dry = pimlico("reconcile --dry-run").stdout
 
-    assert f"would revoke {stray}" in dry and "dry run: 1 difference(s)" in dry
+    assert f"would revoke {stray}" in dry
+    assert "dry run: 1 difference(s)" in dry
     assert downstream.members(obj) == {stray}
     done = pimlico("reconcile --connector db").stdout
     assert f"revoked {stray}" in done

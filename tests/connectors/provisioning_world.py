@@ -7,6 +7,7 @@ its roles with a unique prefix and drops them afterwards (roles are cluster-wide
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -62,7 +63,7 @@ class Downstream:
         parts["port"] = str(port or self.port)
         return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
 
-    def execute(self, statement: sql.Composable, *args: object) -> list[tuple[object, ...]]:
+    def execute(self, statement: sql.Composed | sql.SQL, *args: object) -> list[tuple[object, ...]]:
         with psycopg.connect(self.conninfo, autocommit=True) as connection:
             cursor = connection.execute(statement, args or None)
             return cursor.fetchall() if cursor.description else []
@@ -138,16 +139,12 @@ class Relay:
         if listener is not None:
             # Shut down first: a bare close() does not wake the thread blocked in accept(),
             # which would go on accepting on the closed socket.
-            try:
+            with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             listener.close()
         for s in self._open:
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
         self._open.clear()
 
     def _accept(self, listener: socket.socket) -> None:
@@ -177,10 +174,8 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
         pass
     finally:
         for s in (source, sink):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @pytest.fixture

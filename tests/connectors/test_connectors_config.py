@@ -49,7 +49,8 @@ def test_a_connector_is_added_with_its_defaults_and_its_secret_sealed(rt: Pimlic
     with rt.reading() as s:
         stored = s.scalars(select(ConnectorRow)).one()
         events = list(s.scalars(select(AuditEventRow)))
-    assert stored.secret is not None and SECRET not in stored.secret
+    assert stored.secret is not None
+    assert SECRET not in stored.secret
     assert not any(SECRET in f"{e.before}{e.after}" for e in events)
     assert connectors.open_secret(rt, stored) == SECRET
 
@@ -91,7 +92,8 @@ def test_a_mapping_is_ended_not_deleted_and_cannot_be_ended_twice(rt: Pimlico) -
 
     assert connectors.list_mappings(rt, actor=OPERATOR) == []
     [ended] = connectors.list_mappings(rt, actor=OPERATOR, include_ended=True)
-    assert ended.id == mapping.id and ended.ended_at is not None
+    assert ended.id == mapping.id
+    assert ended.ended_at is not None
     with rt.reading() as s:
         assert s.get(ConnectorMappingRow, mapping.id) is not None
     with pytest.raises(Conflict):
@@ -119,12 +121,14 @@ def test_disabling_keeps_the_configuration_and_is_audited_with_its_reason(rt: Pi
 
     disabled = connectors.disable_connector(rt, actor=OPERATOR, name="db", reason="moving")
 
-    assert not disabled.value.enabled and disabled.value.config == {"dsn": DSN}
+    assert not disabled.value.enabled
+    assert disabled.value.config == {"dsn": DSN}
     with rt.reading() as s:
         event = s.scalars(
             select(AuditEventRow).where(AuditEventRow.action == "connector.update")
         ).one()
-    assert event.reason == "moving" and SECRET not in f"{event.before}{event.after}"
+    assert event.reason == "moving"
+    assert SECRET not in f"{event.before}{event.after}"
 
 
 def test_only_holders_of_the_connectors_permissions_may_configure_or_read(rt: Pimlico) -> None:

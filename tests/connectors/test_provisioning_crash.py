@@ -100,7 +100,8 @@ def test_a_worker_killed_while_its_dispatcher_holds_work_leaves_it_to_the_next(
             first.wait()
         assert downstream.members(obj) == set()
         held = row(rt)
-        assert held is not None and held.status == provisioning.PENDING
+        assert held is not None
+        assert held.status == provisioning.PENDING
 
         relay.stalled = False
         second = start_worker(migrated_url)

@@ -113,14 +113,17 @@ def test_after_the_last_attempt_the_state_is_failed_with_the_error_audited_and_a
     [state] = provisioning.states_of_assignment(rt, actor=OPERATOR, assignment_id=assignment)
     assert state.status == provisioning.FAILED
     assert state.attempts == rt.settings.provisioning_max_attempts
-    assert state.last_error is not None and "PostgreSQL" in state.last_error
+    assert state.last_error is not None
+    assert "PostgreSQL" in state.last_error
     with rt.reading() as s:
         failures = list(
             s.scalars(select(AuditEventRow).where(AuditEventRow.action == "provisioning.fail"))
         )
         alerts = list(s.scalars(select(JobRow).where(JobRow.kind == ALERT_JOB)))
-    assert len(failures) == 1 and alex.id in str(failures[0].after)
-    assert len(alerts) == 1 and alerts[0].payload["data"]["principal_id"] == alex.id
+    assert len(failures) == 1
+    assert alex.id in str(failures[0].after)
+    assert len(alerts) == 1
+    assert alerts[0].payload["data"]["principal_id"] == alex.id
 
 
 def test_a_refused_object_fails_at_once_without_retrying(

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import json
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
