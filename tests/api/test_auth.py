@@ -10,7 +10,7 @@ from sqlalchemy import select
 from pimlico.clock import FixedClock
 from pimlico.db.tables import ApiTokenRow, CredentialRow
 from pimlico.services import accounts, directory
-from pimlico.services.runtime import Pimlico
+from pimlico.services.runtime import Actor, Pimlico
 from tests.api.conftest import ADMIN, PASSWORD, SignIn
 from tests.integration.world import OPERATOR, user
 
@@ -115,6 +115,31 @@ def test_calls_without_a_valid_token_are_refused(anonymous: TestClient, admin: T
     )
     basic = anonymous.get("/api/v1/me", headers={"Authorization": "Basic cm9vdDpwdw=="})
     assert basic.status_code == 401
+
+
+def test_a_disabled_holder_s_tokens_stop_working_and_work_again_when_enabled(
+    rt: Pimlico, anonymous: TestClient
+) -> None:
+    alex = with_password(rt, "alex")
+    robot = directory.create_service_account(rt, actor=OPERATOR, name="robot").value.id
+    person = accounts.issue_token(rt, actor=Actor.principal(alex), name="laptop").bearer
+    script = accounts.issue_token(
+        rt, actor=OPERATOR, name="nightly", service_account_id=robot
+    ).bearer
+    for bearer in (person, script):
+        assert anonymous.get("/api/v1/me", headers=_bearer(bearer)).status_code == 200
+    directory.set_user_enabled(rt, actor=OPERATOR, user_id=alex, enabled=False)
+    directory.set_service_account_enabled(rt, actor=OPERATOR, account_id=robot, enabled=False)
+    for bearer in (person, script):
+        assert anonymous.get("/api/v1/me", headers=_bearer(bearer)).status_code == 401
+    directory.set_user_enabled(rt, actor=OPERATOR, user_id=alex, enabled=True)
+    directory.set_service_account_enabled(rt, actor=OPERATOR, account_id=robot, enabled=True)
+    for bearer in (person, script):
+        assert anonymous.get("/api/v1/me", headers=_bearer(bearer)).status_code == 200
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_sessions_expire(rt: Pimlico, admin: TestClient, clock: FixedClock) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 
 from pimlico.db.tables import ApiTokenRow, Base, CredentialRow, ServiceAccountRow, UserRow
 from pimlico.domain.catalogue import GLOBAL_ADMINISTRATOR, Perm
@@ -462,20 +462,17 @@ def _parse(bearer: str) -> tuple[str, str]:
 
 
 def _read(rt: Pimlico, token_id: str, now: datetime) -> _Known:
-    with rt.reading() as s:
-        row = s.get(ApiTokenRow, token_id)
-        if row is None:
-            # (not cached: unknown ids would fill the cache)
-            return _Known(_digest(secrets.token_urlsafe(8)), None, now, time.monotonic())
-        holder: UserRow | ServiceAccountRow | None = (
-            s.get(UserRow, row.principal_id)
-            if row.principal_type == PrincipalType.USER.value
-            else s.get(ServiceAccountRow, row.principal_id)
-        )
-        usable = row.revoked_at is None and holder is not None and holder.enabled
-        scopes = None if ALL_SCOPES in row.scopes else frozenset(row.scopes)
-        actor = Actor.principal(row.principal_id, scopes) if usable else None
-        known = _Known(row.secret_hash, actor, row.expires_at, time.monotonic())
+    # One statement on a plain connection, not two ORM loads in a session: a token's first
+    # use pays this read on the request's path.
+    with rt.engine.connect() as c:
+        row = c.execute(_READING, {"token": token_id}).one_or_none()
+    if row is None:
+        # (not cached: unknown ids would fill the cache)
+        return _Known(_digest(secrets.token_urlsafe(8)), None, now, time.monotonic())
+    usable = row.revoked_at is None and bool(row.enabled)
+    scopes = None if ALL_SCOPES in row.scopes else frozenset(row.scopes)
+    actor = Actor.principal(row.principal_id, scopes) if usable else None
+    known = _Known(row.secret_hash, actor, row.expires_at, time.monotonic())
     _cache(rt).known[token_id] = known
     return known
 
@@ -500,6 +497,34 @@ def _touch(rt: Pimlico, token_id: str, now: datetime) -> None:
 
 
 _TOKENS = Base.metadata.tables[ApiTokenRow.__tablename__]
+_USERS = Base.metadata.tables[UserRow.__tablename__]
+_ACCOUNTS = Base.metadata.tables[ServiceAccountRow.__tablename__]
+_READING = (
+    select(
+        _TOKENS.c.secret_hash,
+        _TOKENS.c.principal_id,
+        _TOKENS.c.scopes,
+        _TOKENS.c.expires_at,
+        _TOKENS.c.revoked_at,
+        # The holder's enabled flag; NULL when the holder is gone.
+        func.coalesce(_USERS.c.enabled, _ACCOUNTS.c.enabled).label("enabled"),
+    )
+    .outerjoin(
+        _USERS,
+        and_(
+            _TOKENS.c.principal_type == PrincipalType.USER.value,
+            _USERS.c.id == _TOKENS.c.principal_id,
+        ),
+    )
+    .outerjoin(
+        _ACCOUNTS,
+        and_(
+            _TOKENS.c.principal_type != PrincipalType.USER.value,
+            _ACCOUNTS.c.id == _TOKENS.c.principal_id,
+        ),
+    )
+    .where(_TOKENS.c.id == bindparam("token"))
+)
 _TOUCHING = (
     update(_TOKENS)
     .where(_TOKENS.c.id == bindparam("token"))
