@@ -40,6 +40,16 @@ class Settings(BaseSettings):
         default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
     )
+    database_pool_size: int = Field(
+        default=40,
+        ge=1,
+        le=1000,
+        description=(
+            "Connections each process keeps to PostgreSQL (no more are opened): as many as "
+            "the server runs requests at once (its 40 worker threads), so that no request "
+            "waits for one or pays for opening one."
+        ),
+    )
     max_nesting_depth: int = Field(
         default=8,
         ge=1,

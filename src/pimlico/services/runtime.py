@@ -94,7 +94,9 @@ class Pimlico:
 
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
-        self.engine = engine or make_engine(settings.database_url)
+        self.engine = engine or make_engine(
+            settings.database_url, connections=settings.database_pool_size
+        )
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self.decisions = DecisionFollower(self)
         self._thread = threading.local()
