@@ -113,4 +113,4 @@ def test_a_worker_killed_while_its_dispatcher_holds_work_leaves_it_to_the_next(
 
         assert downstream.members(obj) == {name}
         [state] = provisioning.states_of_assignment(rt, actor=OPERATOR, assignment_id=assignment)
-        assert state.status == provisioning.PROVISIONED
+        assert state.status == provisioning.PROVISIONED, state.last_error

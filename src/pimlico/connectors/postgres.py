@@ -188,6 +188,10 @@ def _mapped(error: psycopg.Error) -> ConnectorError:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if state in _NOT_RETRYABLE_STATES or "authentication failed" in message:
         retryable = False
+    elif state == "23505" or "concurrently" in message:
+        # Two GRANTs of one membership at once (a reconcile pass beside a dispatcher): the
+        # loser sees a duplicate key or "tuple concurrently updated"; again, it finds it done.
+        retryable = True
     elif state:
         retryable = state[:2] in _RETRYABLE_CLASSES
     else:  # no SQLSTATE: the connection itself failed (refused, timed out, lost)
