@@ -27,7 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, select, text
+from sqlalchemy import event as event_api
 from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
@@ -53,6 +54,7 @@ CHANNEL = "pimlico_provisioning"
 
 _MAPPINGS = "pimlico.provisioning.mappings"
 _WAKE_FLAG = "pimlico.provisioning.wake"
+_WAITING = "pimlico.provisioning.waiting"
 _CHUNK = 1000
 _lock = threading.Lock()
 _listeners: dict[str, set[threading.Event]] = {}
@@ -88,7 +90,13 @@ class ProvisioningState:
 
 
 def follow(rt: Pimlico, w: WriteContext, event: events.DomainEvent) -> None:
-    """The outbox consumer: settle whoever an assignment's start or end may have changed."""
+    """The outbox consumer: settle whoever an assignment's start or end may have changed.
+
+    The principals are collected and settled together just before the delivery's write
+    commits: a write that delivers a thousand events (a shift ending) reads their rows once
+    and flushes once, where settling each on its own took most of the write's time. (A
+    principal whose delivery was rolled back in a savepoint is settled all the same: settling
+    writes what is true now, so an extra one changes nothing.)"""
     if not isinstance(event, events.AssignmentActivated | events.AssignmentEnded):
         return
     if not _open_mappings(w):
@@ -99,7 +107,15 @@ def follow(rt: Pimlico, w: WriteContext, event: events.DomainEvent) -> None:
         principals = index.holders("group_member", principal.id, "/", w.at)
     else:
         principals = {principal.id}
-    settle(rt, w, principals=principals)
+    waiting: set[str] | None = w.info.get(_WAITING)
+    if waiting is None:
+        waiting = w.info[_WAITING] = set()
+
+        def settle_waiting(session: Session) -> None:
+            settle(rt, w, principals=w.info.pop(_WAITING, ()), committing=True)
+
+        event_api.listen(w.session, "before_commit", settle_waiting, once=True)
+    waiting |= principals
 
 
 def settle(
@@ -108,6 +124,7 @@ def settle(
     *,
     principals: Iterable[str] | None = None,
     mappings: Sequence[ConnectorMappingRow] | None = None,
+    committing: bool = False,
 ) -> int:
     """Record, in ``w``, whether each principal must be present under each mapping now;
     how many rows changed. Default mappings: every open one of an enabled connector; default
@@ -159,7 +176,7 @@ def settle(
                 changed += 1
     if changed:
         w.session.flush()
-        wake_after_commit(w.session)
+        wake_after_commit(w.session, committing=committing)
     return changed
 
 
@@ -280,16 +297,20 @@ def states_of_assignment(
 # -- waking the dispatchers ----------------------------------------------------------------
 
 
-def wake_after_commit(session: Session) -> None:
+def wake_after_commit(session: Session, *, committing: bool = False) -> None:
     """Wake the dispatchers once ``session``'s transaction commits (in this process and, on
-    PostgreSQL, in every process listening)."""
+    PostgreSQL, in every process listening). ``committing``: called from the session's own
+    ``before_commit``, so the notification is sent now (PostgreSQL delivers it at commit)."""
     if session.info.get(_WAKE_FLAG):
         return
     session.info[_WAKE_FLAG] = True
-    event.listen(session, "after_commit", _after_commit, once=True)
-    event.listen(session, "after_rollback", _forget, once=True)
+    event_api.listen(session, "after_commit", _after_commit, once=True)
+    event_api.listen(session, "after_rollback", _forget, once=True)
     if session.get_bind().dialect.name == "postgresql":
-        event.listen(session, "before_commit", _notify, once=True)
+        if committing:
+            _notify(session)
+        else:
+            event_api.listen(session, "before_commit", _notify, once=True)
 
 
 def _notify(session: Session) -> None:
