@@ -216,3 +216,44 @@ def test_grants_and_revocations_are_audited_and_the_connector_s_secret_never_is(
     assert len(grants) == 1
     assert alex.id in str(grants[0].after)
     assert not any("not-needed-with-trust" in f"{e.before}{e.after}" for e in events)
+
+
+def test_a_static_membership_of_a_mapped_group_is_provisioned_and_its_end_revoked(
+    rt: Pimlico, clock: FixedClock, dispatcher: Dispatcher, downstream: Downstream
+) -> None:
+    obj = downstream.role("purge")
+    postgres_connector(rt, downstream.dsn())
+    outer = group(rt, "search-and-purge")
+    inner = group(rt, "search-and-purge-pim")
+    directory.add_member(rt, actor=OPERATOR, group_id=outer.id, member=inner)
+    connectors.add_mapping(
+        rt,
+        actor=OPERATOR,
+        connector="db",
+        target=Target.group_member(outer.id),
+        downstream_object=obj,
+    )
+    name = downstream.role("alex", login=True)
+    alex = user(rt, name)
+
+    directory.add_member(rt, actor=OPERATOR, group_id=inner.id, member=alex)
+    settle(rt, clock, dispatcher)
+    assert downstream.members(obj) == {name}
+
+    directory.remove_member(rt, actor=OPERATOR, group_id=outer.id, member=inner)
+    settle(rt, clock, dispatcher)
+    assert downstream.members(obj) == set()
+
+
+def test_a_disabled_user_is_revoked_downstream(
+    rt: Pimlico, clock: FixedClock, dispatcher: Dispatcher, downstream: Downstream
+) -> None:
+    obj = mapped_reader(rt, downstream)
+    alex = user(rt, downstream.role("alex", login=True))
+    active(rt, alex, READER)
+    settle(rt, clock, dispatcher)
+
+    directory.set_user_enabled(rt, actor=OPERATOR, user_id=alex.id, enabled=False)
+    settle(rt, clock, dispatcher)
+
+    assert downstream.members(obj) == set()

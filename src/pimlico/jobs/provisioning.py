@@ -24,10 +24,13 @@ grant or revocation changes nothing. A decision that changes a row while it is h
 its generation, and step 3 then leaves it pending for the next pass rather than recording an
 outcome for a desire that no longer holds.
 
-Waking: the dispatcher sleeps until the next row falls due, the next reconcile, or ``cap``,
-and is woken at once by a commit that changed rows (in this process, and through
-``NOTIFY pimlico_provisioning`` from any process on PostgreSQL). A reconcile pass
-(``jobs.reconcile``) runs when it starts and every ``reconcile_interval``.
+Waking: the dispatcher sleeps until the next row falls due or ``cap`` (2 s), and is woken
+at once by a commit that changed rows (in this process, and through
+``NOTIFY pimlico_provisioning`` from any process on PostgreSQL). Each pass first follows the
+audit change feed for static memberships and users changed since the last pass
+(``services.provisioning_feed``: they publish no event), so those reach downstream systems
+within ``cap``. A reconcile pass (``jobs.reconcile``) runs in a thread of its own when the
+dispatcher starts and every ``reconcile_interval``.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from pimlico.connectors.base import Connector, ConnectorError, Member
 from pimlico.db.tables import ConnectorMappingRow, ConnectorRow, ProvisioningRow
 from pimlico.jobs import reconcile
 from pimlico.services import connectors as connector_config
-from pimlico.services import provisioning
+from pimlico.services import provisioning, provisioning_feed
 from pimlico.services.provisioning import PENDING
 from pimlico.services.provisioning_work import Outcome, Work, claim, record
 from pimlico.services.runtime import Actor, Pimlico
@@ -61,7 +64,7 @@ class Dispatcher:
         *,
         name: str,
         batch: int = 5000,
-        cap: timedelta = timedelta(seconds=5),
+        cap: timedelta = timedelta(seconds=2),
         reconcile_interval: float | None = None,
     ) -> None:
         self.rt = rt
@@ -74,6 +77,7 @@ class Dispatcher:
         )
         self._wake = threading.Event()
         self._connectors: dict[str, tuple[int, Connector]] = {}
+        self._feed = provisioning_feed.head(rt)
 
     def wake(self) -> None:
         self._wake.set()
@@ -88,6 +92,7 @@ class Dispatcher:
 
     def run_once(self, now: datetime | None = None) -> int:
         """Run every piece of work due at ``now`` (default: the clock's now); how many."""
+        self._feed = provisioning_feed.follow_feed(self.rt, since=self._feed, actor=self._actor())
         total = 0
         while True:
             at = now or self.rt.clock.now()
