@@ -12,7 +12,8 @@ independently of the ``ldap3`` code under test.
 The server logs its operations (``-d stats``) to ``slapd.log`` in the directory:
 ``modify_count(dn)`` counts the modify operations it received for an entry, which is how tests
 check that a connector changes many members in one round trip. Benchmarks that need no such
-count pass ``log_operations=False``.
+count pass ``log_operations=False``. ``tls=True`` adds StartTLS on ``url`` and an ``ldaps_url``,
+with a certificate for 127.0.0.1 signed by a throwaway CA (``ca_file``).
 
 ``slapd`` is the pytest fixture (a started server, stopped after the test). Without the
 ``slapd`` binary it skips with the reason, except under ``CI=true``, where it fails instead.
@@ -22,6 +23,7 @@ This module must not know about any connector.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import re
 import shutil
@@ -30,10 +32,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Literal
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 SUFFIX = "dc=example,dc=org"
 ROOT_DN = f"cn=admin,{SUFFIX}"
@@ -103,10 +110,18 @@ class Slapd:
     """One private slapd: ``start``/``stop``/``restart`` keep its port and its data."""
 
     def __init__(
-        self, directory: Path, *, port: int | None = None, log_operations: bool = True
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        log_operations: bool = True,
+        tls: bool = False,
     ) -> None:
         self.directory = directory
         self.port = port if port is not None else free_port()
+        self.tls_port = free_port() if tls else None
+        self.ca_file = directory / "ca.pem"
+        """With ``tls``: the CA that signed the server's certificate (for 127.0.0.1)."""
         self.config = directory / "slapd.conf"
         self.log = directory / "slapd.log"
         self.log_operations = log_operations
@@ -117,6 +132,11 @@ class Slapd:
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}/"
+
+    @property
+    def ldaps_url(self) -> str:
+        assert self.tls_port is not None, "ldaps_url needs Slapd(..., tls=True)"
+        return f"ldaps://127.0.0.1:{self.tls_port}/"
 
     @property
     def running(self) -> bool:
@@ -131,8 +151,9 @@ class Slapd:
             self._configure()
         self._log_file = self.log.open("ab")
         debug = "stats" if self.log_operations else "0"
+        urls = self.url if self.tls_port is None else f"{self.url} {self.ldaps_url}"
         self._process = subprocess.Popen(
-            [_tool("slapd"), "-f", str(self.config), "-h", self.url, "-d", debug],
+            [_tool("slapd"), "-f", str(self.config), "-h", urls, "-d", debug],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
@@ -271,6 +292,13 @@ class Slapd:
     def _configure(self) -> None:
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         includes = "\n".join(f"include /etc/ldap/schema/{name}.schema" for name in SCHEMAS)
+        if self.tls_port is not None:
+            _write_certificates(self.directory)
+            includes += (
+                f"\nTLSCACertificateFile {self.ca_file}"
+                f"\nTLSCertificateFile {self.directory}/server.pem"
+                f"\nTLSCertificateKeyFile {self.directory}/server.key"
+            )
         self.config.write_text(
             _CONFIG.format(
                 includes=includes,
@@ -323,6 +351,52 @@ class Slapd:
             capture_output=True,
         )
         return completed.stdout.decode()
+
+
+def _write_certificates(directory: Path) -> None:
+    """A throwaway CA (``ca.pem``) and a server certificate for 127.0.0.1 signed by it."""
+    now = datetime.now(UTC)
+
+    def certificate(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: str,
+        signer: ec.EllipticCurvePrivateKey,
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        certificate("Pimlico test CA", ca_key, "Pimlico test CA", ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        certificate("127.0.0.1", server_key, "Pimlico test CA", ca_key)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.key").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def _account(dn: str, cn: str, password: str) -> str:

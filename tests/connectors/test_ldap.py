@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -312,6 +313,25 @@ def test_an_entry_that_is_not_a_group_is_not_retryable(slapd: Slapd, connect: Co
 
     assert not caught.value.retryable
     assert alice in str(caught.value)
+
+
+def test_start_tls_and_ldaps_verify_the_server_certificate(
+    tmp_path: Path, connect: Connect
+) -> None:
+    with Slapd(tmp_path / "tls", tls=True) as server:
+        (alice,) = [canonical_dn(dn) for dn in server.add_users(["alice"])]
+        ca = str(server.ca_file)
+        by_start_tls = connect(url=server.url, start_tls=True, ca_file=ca)
+        by_ldaps = connect(url=server.ldaps_url, ca_file=ca)
+        untrusted = connect(url=server.ldaps_url)
+        wrong_host = connect(url=server.url.replace("127.0.0.1", "localhost"), start_tls=True)
+
+        assert by_start_tls.resolve([Member("p1", "alice")]) == {"p1": alice}
+        assert by_ldaps.resolve([Member("p1", "alice")]) == {"p1": alice}
+        for connector in (untrusted, wrong_host):
+            with pytest.raises(ConnectorError, match="not trusted") as caught:
+                connector.resolve([Member("p1", "alice")])
+            assert not caught.value.retryable
 
 
 # Configuration, without a server.

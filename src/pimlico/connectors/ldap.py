@@ -74,6 +74,10 @@ _UNREACHABLE = (
 )
 """A dropped connection, a refused one, no answer in time: the server may be back later."""
 
+_UNTRUSTED = (ssl.SSLCertVerificationError, ldap_errors.LDAPCertificateError)
+"""A certificate not signed by a trusted CA, or not for this host: a configuration problem.
+(ldap3 raises classes derived from both its own error and the ``ssl`` one.)"""
+
 T = TypeVar("T")
 
 
@@ -338,6 +342,13 @@ class LdapConnector:
                 return operation(self._connect())
             except ConnectorError:
                 raise
+            except _UNTRUSTED as error:
+                self.close()
+                raise ConnectorError(
+                    f"LDAP server {self.config.url} presented a certificate that is not "
+                    f"trusted (check ca_file and the host name): {error}",
+                    retryable=False,
+                ) from None
             except _UNREACHABLE as error:
                 self.close()
                 if reused and attempt == 1 and not isinstance(error, TimeoutError):
@@ -368,7 +379,7 @@ class LdapConnector:
             raise ConnectorError(
                 f"the LDAP connector to {config.url} has no bind password", retryable=False
             )
-        tls = ldap3.Tls(
+        tls = _VerifyingTls(
             validate=ssl.CERT_REQUIRED,
             ca_certs_file=str(config.ca_file) if config.ca_file else None,
         )
@@ -403,6 +414,20 @@ class LdapConnector:
             raise
         self._connection = connection
         return connection
+
+
+class _VerifyingTls(ldap3.Tls):
+    """TLS with Python's defaults: the certificate chain and the host name (or IP address) are
+    checked during the handshake, so a failed check also closes the socket. (ldap3 checks
+    the name after the handshake and then leaves the TLS socket open.)"""
+
+    def wrap_socket(self, connection: ldap3.Connection, do_handshake: bool = False) -> None:
+        context = ssl.create_default_context(cafile=self.ca_certs_file)
+        connection.socket = context.wrap_socket(
+            connection.socket,
+            server_hostname=connection.server.host,
+            do_handshake_on_connect=do_handshake,
+        )
 
 
 def _quietly_close(connection: ldap3.Connection) -> None:
