@@ -6,10 +6,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from pimlico.connectors.base import ConnectorError, Member
-from pimlico.connectors.ldap import RESOLVE_CHUNK, LdapConnector, build, canonical_dn
+from pimlico.connectors.ldap import (
+    RESOLVE_CHUNK,
+    LdapConnector,
+    _parsed_canonical_dn,
+    build,
+    canonical_dn,
+)
 from tests.connectors.slapd import (
     PEOPLE,
     READER_DN,
@@ -384,3 +392,27 @@ def test_without_a_bind_password_operations_are_refused_rather_than_binding_anon
 )
 def test_canonical_dn_gives_one_spelling_per_entry(spelling: str, canonical: str) -> None:
     assert canonical_dn(spelling) == canonical
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["uid", "CN", "ou", "dc", "x-Attr1"]),
+            st.text(alphabet='aZé 09-_.,=+#;<>\\"@*', min_size=1, max_size=8),
+            st.sampled_from(["", " "]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_quick_path_of_canonical_dn_agrees_with_the_parser(
+    rdns: list[tuple[str, str, str]],
+) -> None:
+    dn = ",".join(f"{space}{attribute}{space}={space}{value}" for attribute, value, space in rdns)
+    try:
+        expected = _parsed_canonical_dn(dn)
+    except ValueError:
+        with pytest.raises(ValueError, match="not a valid DN"):
+            canonical_dn(dn)
+    else:
+        assert canonical_dn(dn) == expected
