@@ -67,10 +67,6 @@ def reconcile(
             query = query.where(ConnectorRow.id == connector_config.by_name(s, connector).id)
         pairs = list(s.execute(query))
         s.expunge_all()
-        index = rt.decisions.current()
-        now = rt.clock.now()
-        holders = {m.id: index.holders(m.target_type, m.object_id, m.scope, now) for m, _ in pairs}
-        names = principal_names(s, set().union(*holders.values()) if holders else set())
     by_connector: dict[str, list[ConnectorMappingRow]] = defaultdict(list)
     rows = {}
     for m, c in pairs:
@@ -87,7 +83,7 @@ def reconcile(
             continue
         try:
             for m in mappings:
-                found += _one(built, row.name, m, holders[m.id], names, apply=apply)
+                found += _one(rt, built, row.name, m, apply=apply)
         finally:
             built.close()
     if not dry_run and found:
@@ -95,27 +91,37 @@ def reconcile(
     return found
 
 
+def _desired(rt: Pimlico, built: Connector, m: ConnectorMappingRow) -> dict[str, str]:
+    """Identity → principal of those who hold ``m``'s target now."""
+    index = rt.decisions.current()
+    holders = index.holders(m.target_type, m.object_id, m.scope, rt.clock.now())
+    with rt.reading() as s:
+        names = principal_names(s, holders)
+    members = [Member(p, *names.get(p, (p, None, None))) for p in sorted(holders)]
+    return {i: p for p, i in built.resolve(members).items() if i is not None}
+
+
 def _one(
-    built: Connector,
-    connector: str,
-    m: ConnectorMappingRow,
-    holders: set[str],
-    names: dict[str, tuple[str, str | None, str | None]],
-    *,
-    apply: bool,
+    rt: Pimlico, built: Connector, connector: str, m: ConnectorMappingRow, *, apply: bool
 ) -> list[Correction]:
+    """Reconcile one object. The current members are listed *before* the desired ones are
+    worked out, so a grant the dispatcher makes meanwhile is seen as desired, never revoked
+    as drift; and what was granted is checked again afterwards, so access that ended while
+    this ran is not left granted (it is revoked again at once)."""
     obj = m.downstream_object
     try:
-        members = [Member(p, *names.get(p, (p, None, None))) for p in sorted(holders)]
-        resolved = built.resolve(members)
-        desired = {i: p for p, i in resolved.items() if i is not None}
         current = built.list_current(obj)
         if current is None:
             return [Correction(connector, m.id, obj, "unlisted", detail="cannot list members")]
+        desired = _desired(rt, built, m)
         missing = sorted(set(desired) - current)
         extra = sorted(current - set(desired))
         if apply and missing:
             built.grant(obj, missing)
+            stale = sorted(set(missing) - set(_desired(rt, built, m)))
+            if stale:
+                built.revoke(obj, stale)
+                missing = [i for i in missing if i not in stale]
         if apply and extra:
             built.revoke(obj, extra)
     except ConnectorError as error:
