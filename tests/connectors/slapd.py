@@ -119,7 +119,9 @@ class Slapd:
     ) -> None:
         self.directory = directory
         self.port = port if port is not None else free_port()
-        self.tls_port = free_port() if tls else None
+        self.tls_port: int | None = None
+        while tls and self.tls_port in (None, self.port):
+            self.tls_port = free_port()
         self.ca_file = directory / "ca.pem"
         """With ``tls``: the CA that signed the server's certificate (for 127.0.0.1)."""
         self.config = directory / "slapd.conf"

@@ -107,7 +107,8 @@ class LdapConfig(BaseModel):
     timeout_seconds: int = Field(default=10, ge=1, le=300)
     """For connecting and for each answer (whole seconds: ldap3 sets SO_RCVTIMEO from it)."""
     empty_member_dn: str | None = None
-    """The DN left as the only member of a group that revoking would empty."""
+    """The DN left as the only member of a group that revoking would empty (an entry of no
+    one, e.g. ``cn=nobody,…``; it must exist where the server refuses dangling members)."""
 
     @field_validator("url")
     @classmethod
