@@ -11,7 +11,8 @@ independently of the ``ldap3`` code under test.
 
 The server logs its operations (``-d stats``) to ``slapd.log`` in the directory:
 ``modify_count(dn)`` counts the modify operations it received for an entry, which is how tests
-check that a connector changes many members in one round trip. Benchmarks that need no such
+check that a connector changes many members in one round trip (``operation_count`` counts
+searches and binds too). Benchmarks that need no such
 count pass ``log_operations=False``. ``tls=True`` adds StartTLS on ``url`` and an ``ldaps_url``,
 with a certificate for 127.0.0.1 signed by a throwaway CA (``ca_file``).
 
@@ -84,6 +85,13 @@ access to dn.subtree="{groups}"
 access to *
   by * read
 """
+
+
+_LOG_PATTERNS = {
+    "MOD": r' MOD dn="([^"]*)"',
+    "SRCH": r' SRCH base="([^"]*)"',
+    "BIND": r' BIND dn="([^"]*)" method=',  # the first of the two lines a bind logs
+}
 
 
 def slapd_missing() -> str | None:
@@ -272,11 +280,17 @@ class Slapd:
         )
 
     def modify_count(self, dn: str) -> int:
-        """How many modify operations the server has received for ``dn`` (from its stats log)."""
-        assert self.log_operations, "modify_count needs Slapd(..., log_operations=True)"
+        """How many modify operations the server has received for ``dn``."""
+        return self.operation_count("MOD", dn)
+
+    def operation_count(self, operation: Literal["MOD", "SRCH", "BIND"], dn: str) -> int:
+        """How many operations of a kind the server has received for ``dn`` (the entry
+        modified, the base searched, the DN bound as), read from its stats log. The helper's
+        own ``ldapmodify`` and ``ldapsearch`` calls (as the root DN) count too."""
+        assert self.log_operations, "operation_count needs Slapd(..., log_operations=True)"
         if self._log_file is not None:
             self._log_file.flush()
-        pattern = re.compile(r' MOD dn="([^"]*)"')
+        pattern = re.compile(_LOG_PATTERNS[operation])
         wanted = dn.replace(" ", "").lower()
         text = self.log.read_text(errors="replace")
         return sum(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def test_a_second_identical_grant_changes_nothing(slapd: Slapd, connect: Connect
 
     assert slapd.members(group) == {alice, bob}
     assert slapd.modify_count(group) == 1
+    assert slapd.operation_count("BIND", SERVICE_DN) == 1  # one connection, kept
 
 
 def test_revoke_removes_the_members(slapd: Slapd, connect: Connect) -> None:
@@ -217,7 +219,7 @@ def test_two_thousand_members_are_granted_and_revoked_in_one_modify_each(
 
     resolved = connector.resolve([Member(uid, uid) for uid in uids])
     assert [resolved[uid] for uid in uids] == identities
-    assert len(uids) > RESOLVE_CHUNK
+    assert slapd.operation_count("SRCH", PEOPLE) == math.ceil(len(uids) / RESOLVE_CHUNK) > 1
 
     connector.grant(group, identities)
     assert slapd.members(group) == {owner, *identities}
@@ -244,6 +246,7 @@ def test_a_stopped_server_is_a_retryable_error_and_a_restarted_one_works_again(
     slapd.start()
     connector.grant(group, [bob])
     assert slapd.members(group) == {alice, bob}
+    assert slapd.operation_count("BIND", SERVICE_DN) == 2
 
 
 def test_a_restart_between_calls_is_invisible_to_the_caller(slapd: Slapd, connect: Connect) -> None:
@@ -256,6 +259,7 @@ def test_a_restart_between_calls_is_invisible_to_the_caller(slapd: Slapd, connec
 
     connector.grant(group, [bob])
     assert slapd.members(group) == {alice, bob}
+    assert slapd.operation_count("BIND", SERVICE_DN) == 2
 
 
 def test_a_server_that_does_not_answer_is_a_retryable_timeout(
