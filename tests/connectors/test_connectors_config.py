@@ -13,7 +13,7 @@ from pimlico.db.tables import AuditEventRow, ConnectorMappingRow, ConnectorRow
 from pimlico.domain.catalogue import PRIVILEGED_ROLE_ADMINISTRATOR
 from pimlico.domain.model import AssignmentKind, Target
 from pimlico.errors import AlreadyExists, Conflict, InvalidInput, NotFound, PermissionDenied
-from pimlico.services import assignments, connectors
+from pimlico.services import assignments, connector_mappings, connectors
 from pimlico.services.runtime import Actor, Pimlico
 from tests.connectors.provisioning_world import clock, rt, settings
 from tests.integration.test_requests import READER
@@ -80,34 +80,34 @@ def test_connector_names_are_unique_whatever_their_case(rt: Pimlico) -> None:
 
 def test_a_mapping_is_ended_not_deleted_and_cannot_be_ended_twice(rt: Pimlico) -> None:
     add(rt)
-    mapping = connectors.add_mapping(
+    mapping = connector_mappings.add_mapping(
         rt, actor=OPERATOR, connector="db", target=READER, downstream_object="reader"
     ).value
     with pytest.raises(AlreadyExists):
-        connectors.add_mapping(
+        connector_mappings.add_mapping(
             rt, actor=OPERATOR, connector="db", target=READER, downstream_object="reader"
         )
 
-    connectors.end_mapping(rt, actor=OPERATOR, mapping_id=mapping.id, reason="moved")
+    connector_mappings.end_mapping(rt, actor=OPERATOR, mapping_id=mapping.id, reason="moved")
 
-    assert connectors.list_mappings(rt, actor=OPERATOR) == []
-    [ended] = connectors.list_mappings(rt, actor=OPERATOR, include_ended=True)
+    assert connector_mappings.list_mappings(rt, actor=OPERATOR) == []
+    [ended] = connector_mappings.list_mappings(rt, actor=OPERATOR, include_ended=True)
     assert ended.id == mapping.id
     assert ended.ended_at is not None
     with rt.reading() as s:
         assert s.get(ConnectorMappingRow, mapping.id) is not None
     with pytest.raises(Conflict):
-        connectors.end_mapping(rt, actor=OPERATOR, mapping_id=mapping.id)
+        connector_mappings.end_mapping(rt, actor=OPERATOR, mapping_id=mapping.id)
 
 
 def test_a_mapping_needs_an_existing_connector_and_target(rt: Pimlico) -> None:
     with pytest.raises(NotFound):
-        connectors.add_mapping(
+        connector_mappings.add_mapping(
             rt, actor=OPERATOR, connector="nope", target=READER, downstream_object="x"
         )
     add(rt)
     with pytest.raises(NotFound):
-        connectors.add_mapping(
+        connector_mappings.add_mapping(
             rt,
             actor=OPERATOR,
             connector="db",

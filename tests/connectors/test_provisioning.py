@@ -13,7 +13,13 @@ from pimlico.db.tables import AuditEventRow
 from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target
 from pimlico.domain.requests import RequestAction
 from pimlico.jobs.provisioning import Dispatcher
-from pimlico.services import assignments, connectors, directory, provisioning, requests
+from pimlico.services import (
+    assignments,
+    connector_mappings,
+    directory,
+    provisioning,
+    requests,
+)
 from pimlico.services.runtime import Actor, Pimlico
 from tests.connectors.provisioning_world import (
     Downstream,
@@ -55,7 +61,9 @@ def mapped_reader(rt: Pimlico, downstream: Downstream) -> str:
     """Security Reader at / drives a fresh PostgreSQL role; its name."""
     obj = downstream.role("reader")
     postgres_connector(rt, downstream.dsn())
-    connectors.add_mapping(rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj)
+    connector_mappings.add_mapping(
+        rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj
+    )
     return obj
 
 
@@ -167,7 +175,7 @@ def test_a_nested_group_s_activation_grants_its_users_the_outer_group_s_object(
     postgres_connector(rt, downstream.dsn())
     outer = group(rt, "search-and-purge")
     inner = group(rt, "search-and-purge-pim")
-    connectors.add_mapping(
+    connector_mappings.add_mapping(
         rt,
         actor=OPERATOR,
         connector="db",
@@ -226,7 +234,7 @@ def test_a_static_membership_of_a_mapped_group_is_provisioned_and_its_end_revoke
     outer = group(rt, "search-and-purge")
     inner = group(rt, "search-and-purge-pim")
     directory.add_member(rt, actor=OPERATOR, group_id=outer.id, member=inner)
-    connectors.add_mapping(
+    connector_mappings.add_mapping(
         rt,
         actor=OPERATOR,
         connector="db",

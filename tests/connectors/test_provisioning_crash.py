@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from pimlico.db.tables import ProvisioningRow
 from pimlico.domain.model import AssignmentKind
-from pimlico.services import assignments, connectors, provisioning
+from pimlico.services import assignments, connector_mappings, connectors, provisioning
 from pimlico.services.runtime import Pimlico
 from pimlico.settings import Settings
 from tests.connectors.provisioning_world import KEY, Downstream, Relay, downstream, relay
@@ -78,7 +78,7 @@ def test_a_worker_killed_while_its_dispatcher_holds_work_leaves_it_to_the_next(
             kind="postgres",
             config={"dsn": downstream.dsn(relay.port), "connect_timeout": 60},
         )
-        connectors.add_mapping(
+        connector_mappings.add_mapping(
             rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj
         )
         relay.stalled = True

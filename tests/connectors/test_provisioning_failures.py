@@ -11,7 +11,7 @@ from pimlico.clock import FixedClock
 from pimlico.db.tables import AuditEventRow, JobRow, ProvisioningRow
 from pimlico.domain.model import AssignmentKind, PrincipalRef, Target
 from pimlico.jobs.provisioning import Dispatcher
-from pimlico.services import assignments, connectors, provisioning
+from pimlico.services import assignments, connector_mappings, connectors, provisioning
 from pimlico.services.provisioning_work import ALERT_JOB
 from pimlico.services.runtime import Pimlico
 from tests.connectors.provisioning_world import (
@@ -54,7 +54,9 @@ def rows(rt: Pimlico) -> list[ProvisioningRow]:
 def through_relay(rt: Pimlico, downstream: Downstream, relay: Relay) -> str:
     obj = downstream.role("reader")
     postgres_connector(rt, downstream.dsn(relay.port))
-    connectors.add_mapping(rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj)
+    connector_mappings.add_mapping(
+        rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj
+    )
     return obj
 
 
@@ -130,7 +132,7 @@ def test_a_refused_object_fails_at_once_without_retrying(
     rt: Pimlico, clock: FixedClock, dispatcher: Dispatcher, downstream: Downstream
 ) -> None:
     postgres_connector(rt, downstream.dsn())
-    connectors.add_mapping(
+    connector_mappings.add_mapping(
         rt,
         actor=OPERATOR,
         connector="db",
@@ -152,7 +154,9 @@ def test_a_disabled_connector_is_not_called_and_its_work_waits(
 ) -> None:
     obj = downstream.role("reader")
     postgres_connector(rt, downstream.dsn())
-    connectors.add_mapping(rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj)
+    connector_mappings.add_mapping(
+        rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj
+    )
     connectors.disable_connector(rt, actor=OPERATOR, name="db", reason="maintenance")
     alex = user(rt, downstream.role("alex", login=True))
     active(rt, alex)

@@ -15,7 +15,7 @@ from pimlico.domain.model import AssignmentKind, PrincipalRef
 from pimlico.errors import PermissionDenied
 from pimlico.jobs.provisioning import Dispatcher
 from pimlico.jobs.reconcile import reconcile
-from pimlico.services import assignments, connectors
+from pimlico.services import assignments, connector_mappings, connectors
 from pimlico.services.runtime import Actor, Pimlico
 from tests.connectors.provisioning_world import (
     Downstream,
@@ -56,7 +56,9 @@ def drifted(
     who holds nothing, was added by hand. The object and both identities."""
     obj = downstream.role("reader")
     postgres_connector(rt, downstream.dsn(), mode=mode)
-    connectors.add_mapping(rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj)
+    connector_mappings.add_mapping(
+        rt, actor=OPERATOR, connector="db", target=READER, downstream_object=obj
+    )
     alex = downstream.role("alex", login=True)
     mallory = downstream.role("mallory", login=True)
     active(rt, user(rt, alex))

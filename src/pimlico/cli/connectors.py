@@ -17,7 +17,7 @@ import typer
 from pimlico.cli._common import ACTOR, command, done, instant, parse_json, runtime, say, show, table
 from pimlico.errors import FieldError, InvalidInput
 from pimlico.jobs import reconcile as reconciling
-from pimlico.services import connectors, provisioning, resolve
+from pimlico.services import connector_mappings, connectors, provisioning, resolve
 
 app = typer.Typer(
     help="Connectors: provision targets into downstream systems.", no_args_is_help=True
@@ -134,7 +134,7 @@ def list_connectors() -> None:
     """Every connector and its mappings (never a secret)."""
     with runtime() as rt:
         found = connectors.list_connectors(rt, actor=ACTOR)
-        mappings = connectors.list_mappings(rt, actor=ACTOR)
+        mappings = connector_mappings.list_mappings(rt, actor=ACTOR)
         names = resolve.labels(rt, {m.target.object_id for m in mappings})
     listing = table("Connectors", "name", "kind", "mode", "enabled", "secret", "config")
     for c in found:
@@ -162,7 +162,7 @@ def map_target(
 ) -> None:
     """Make a Pimlico target drive a downstream object of a connector."""
     with runtime() as rt:
-        written = connectors.add_mapping(
+        written = connector_mappings.add_mapping(
             rt,
             actor=ACTOR,
             connector=name,
@@ -179,7 +179,9 @@ def unmap(
 ) -> None:
     """End a mapping: its object is no longer managed (its members stay as they are)."""
     with runtime() as rt:
-        written = connectors.end_mapping(rt, actor=ACTOR, mapping_id=mapping_id, reason=reason)
+        written = connector_mappings.end_mapping(
+            rt, actor=ACTOR, mapping_id=mapping_id, reason=reason
+        )
     done(f"mapping {mapping_id} ended", written.revision)
 
 

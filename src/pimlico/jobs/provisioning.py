@@ -47,7 +47,7 @@ from pimlico.connectors.base import Connector, ConnectorError, Member
 from pimlico.db.tables import ConnectorMappingRow, ConnectorRow, ProvisioningRow
 from pimlico.jobs import reconcile
 from pimlico.services import connectors as connector_config
-from pimlico.services import provisioning, provisioning_feed
+from pimlico.services import provisioning_feed, provisioning_wake
 from pimlico.services.provisioning import PENDING
 from pimlico.services.provisioning_work import Outcome, Work, claim, record
 from pimlico.services.runtime import Actor, Pimlico
@@ -106,7 +106,7 @@ class Dispatcher:
         """Run due work until ``stop`` is set; reconcile at start and every interval, in a
         thread of its own (a reconcile pass that waits on a hung system must not hold up
         the revocations of every other one)."""
-        provisioning.listen(self.rt.engine, self._wake)
+        provisioning_wake.listen(self.rt.engine, self._wake)
         done = threading.Event()
         helpers = [
             threading.Thread(
@@ -130,7 +130,7 @@ class Dispatcher:
                 self._wake.wait(wait)
         finally:
             done.set()
-            provisioning.unlisten(self.rt.engine, self._wake)
+            provisioning_wake.unlisten(self.rt.engine, self._wake)
             helpers[0].join()
             self.close()
 
@@ -149,7 +149,7 @@ class Dispatcher:
 
     def _listen(self, done: threading.Event) -> None:
         try:
-            provisioning.listen_postgres(self.rt.engine, self._wake, done)
+            provisioning_wake.listen_postgres(self.rt.engine, self._wake, done)
         except Exception:
             log.exception("dispatcher %s stopped listening; polling every %ss", self.name, self.cap)
 

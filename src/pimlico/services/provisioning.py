@@ -14,21 +14,19 @@ records that as ``present``: a row changes (and falls due at once, with a new ge
 when that answer changes, so ending one of two assignments that back the same access changes
 nothing. Absent principals without a row get none (nothing was granted).
 
-Waking: a commit that changed rows wakes this process's dispatchers (``listen``) and, on
-PostgreSQL, every process's through ``NOTIFY pimlico_provisioning`` (``listen_postgres``), so
+Waking (``provisioning_wake``): a commit that changed rows wakes the dispatchers at once, so
 that a revocation reaches the downstream system within milliseconds of its decision rather
 than at the next poll.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select, text
 from sqlalchemy import event as event_api
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
@@ -45,19 +43,16 @@ from pimlico.domain.model import PrincipalType, new_id
 from pimlico.domain.scopes import ancestors
 from pimlico.services.decisions import authorize
 from pimlico.services.lookups import get_row
+from pimlico.services.provisioning_wake import wake_after_commit
 from pimlico.services.runtime import Actor, Pimlico
 
 PENDING, PROVISIONED, REVOKED, FAILED = "pending", "provisioned", "revoked", "failed"
 CONSUMER = "provisioning"
 """The name the worker knows this module's consumer by."""
-CHANNEL = "pimlico_provisioning"
 
 _MAPPINGS = "pimlico.provisioning.mappings"
-_WAKE_FLAG = "pimlico.provisioning.wake"
 _WAITING = "pimlico.provisioning.waiting"
 _CHUNK = 1000
-_lock = threading.Lock()
-_listeners: dict[str, set[threading.Event]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,68 +287,3 @@ def states_of_assignment(
     else:
         members = {a.principal_id}
     return [_state(r, obj, name) for r, obj, name in rows if r.principal_id in members]
-
-
-# -- waking the dispatchers ----------------------------------------------------------------
-
-
-def wake_after_commit(session: Session, *, committing: bool = False) -> None:
-    """Wake the dispatchers once ``session``'s transaction commits (in this process and, on
-    PostgreSQL, in every process listening). ``committing``: called from the session's own
-    ``before_commit``, so the notification is sent now (PostgreSQL delivers it at commit)."""
-    if session.info.get(_WAKE_FLAG):
-        return
-    session.info[_WAKE_FLAG] = True
-    event_api.listen(session, "after_commit", _after_commit, once=True)
-    event_api.listen(session, "after_rollback", _forget, once=True)
-    if session.get_bind().dialect.name == "postgresql":
-        if committing:
-            _notify(session)
-        else:
-            event_api.listen(session, "before_commit", _notify, once=True)
-
-
-def _notify(session: Session) -> None:
-    session.execute(text(f"SELECT pg_notify('{CHANNEL}', '')"))
-
-
-def _forget(session: Session) -> None:
-    session.info.pop(_WAKE_FLAG, None)
-
-
-def _after_commit(session: Session) -> None:
-    session.info.pop(_WAKE_FLAG, None)
-    with _lock:
-        waiting = list(_listeners.get(_database_of(session.get_bind()), ()))
-    for wake in waiting:
-        wake.set()
-
-
-def _database_of(bind: object) -> str:
-    engine = bind if isinstance(bind, Engine) else getattr(bind, "engine")  # noqa: B009
-    return str(engine.url.render_as_string(hide_password=False))
-
-
-def listen(engine: Engine, wake: threading.Event) -> None:
-    with _lock:
-        _listeners.setdefault(_database_of(engine), set()).add(wake)
-
-
-def unlisten(engine: Engine, wake: threading.Event) -> None:
-    with _lock:
-        _listeners.get(_database_of(engine), set()).discard(wake)
-
-
-def listen_postgres(engine: Engine, wake: threading.Event, stop: threading.Event) -> None:
-    """Set ``wake`` on every ``pimlico_provisioning`` notification until ``stop`` (a thread
-    of its own, its own autocommit connection). Returns at once on SQLite."""
-    if engine.dialect.name != "postgresql":
-        return
-    import psycopg
-
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f"LISTEN {CHANNEL}")
-        while not stop.is_set():
-            for _ in connection.notifies(timeout=0.5, stop_after=1):
-                wake.set()
