@@ -230,6 +230,18 @@ def test_a_change_without_if_match_is_428_and_writes_nothing(
     assert reread.json()["settings"]["activation"]["require_mfa"] is True
 
 
+def test_a_caller_who_may_not_change_settings_is_refused_before_if_match_is_asked_for(
+    rt: Pimlico, admin: TestClient, sign_in: SignIn
+) -> None:
+    purge = role(rt, "Purge", "mail.purge")
+    path = f"{API}/role-settings/role/{purge}"
+    document = admin.get(path).json()["settings"]
+    with_password(rt, "alex")
+    alex = sign_in("alex", PASSWORD)
+    problem(alex.patch(path, json={"activation": {"require_mfa": False}}), 403, "PermissionDenied")
+    problem(alex.put(path, json=document), 403, "PermissionDenied")
+
+
 def test_a_change_with_a_stale_etag_is_412_and_writes_nothing(
     rt: Pimlico, admin: TestClient
 ) -> None:

@@ -20,7 +20,7 @@ from pimlico.domain.catalogue import Perm
 from pimlico.domain.model import TargetType, new_id
 from pimlico.domain.policy import RoleSettings
 from pimlico.domain.policy_codec import from_dict, to_dict, with_changes
-from pimlico.errors import Conflict
+from pimlico.errors import Conflict, PreconditionRequired
 from pimlico.services.decisions import authorize
 from pimlico.services.lookups import get_row
 from pimlico.services.runtime import Actor, Pimlico, Written
@@ -103,9 +103,18 @@ def update_policy(
     object_id: str,
     changes: Mapping[str, object],
     if_version: int | None = None,
+    version_required: bool = False,
 ) -> Written[Policy]:
+    """Merge ``changes`` into a target's settings. ``if_version``: change them only if they
+    are still at that version (``PreconditionFailed`` otherwise); ``version_required`` (the
+    API's If-Match): refuse without one (``PreconditionRequired``) — after the permission
+    check, so a caller who may not change settings learns only that."""
     with rt.writing(actor) as w:
         authorize(rt, actor, Perm.POLICIES_WRITE)
+        if version_required and if_version is None:
+            raise PreconditionRequired(
+                "send If-Match with the ETag of the settings you read (GET them first)"
+            )
         s = w.session
         _check_target(s, target_type, object_id)
         current = load_policy(s, target_type, object_id)

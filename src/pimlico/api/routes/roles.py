@@ -23,7 +23,7 @@ from pimlico.api.routes.directory import Id, Input
 from pimlico.domain.model import TargetType
 from pimlico.domain.policy import ApproverType, NotificationLevel
 from pimlico.domain.policy_codec import to_dict
-from pimlico.errors import FieldError, InvalidInput, PreconditionRequired
+from pimlico.errors import FieldError, InvalidInput
 from pimlico.services import directory_reads, role_settings, roles
 from pimlico.services.role_settings import Policy
 
@@ -241,13 +241,12 @@ def _settings(policy: Policy, response: Response) -> RoleSettingsOut:
 _ETAG = re.compile(r'"([0-9]{1,18})"')
 
 
-def _version(if_match: str | None) -> int:
-    """The version an ``If-Match`` names. ``*`` is refused like a missing header: it would
-    overwrite whatever is there, which is what the precondition exists to prevent."""
+def _version(if_match: str | None) -> int | None:
+    """The version an ``If-Match`` names; ``None`` without one. ``*`` counts as none: it would
+    overwrite whatever is there, which is what the precondition exists to prevent (the use
+    case refuses a change without a version, once it has checked the caller may make it)."""
     if if_match is None or if_match.strip() == "*":
-        raise PreconditionRequired(
-            "send If-Match with the ETag of the settings you read (GET them first)"
-        )
+        return None
     found = _ETAG.fullmatch(if_match.strip())
     if found is None:
         raise InvalidInput(
@@ -322,6 +321,7 @@ def update_role_settings(
         object_id=object_id,
         changes=changes,
         if_version=_version(if_match),
+        version_required=True,
     )
     written(response, done.revision)
     return _settings(done.value, response)
@@ -353,6 +353,7 @@ def replace_role_settings(
         object_id=object_id,
         changes=body.model_dump(mode="json"),
         if_version=_version(if_match),
+        version_required=True,
     )
     written(response, done.revision)
     return _settings(done.value, response)
