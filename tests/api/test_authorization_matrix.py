@@ -30,7 +30,16 @@ from pimlico.domain.catalogue import (
 from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target, TargetType
 from pimlico.domain.permissions import matches
 from pimlico.domain.requests import RequestAction, RequestStatus
-from pimlico.services import accounts, assignments, directory, requests, role_settings, roles
+from pimlico.services import (
+    accounts,
+    assignments,
+    connector_mappings,
+    connectors,
+    directory,
+    requests,
+    role_settings,
+    roles,
+)
 from pimlico.services.runtime import Actor, Pimlico
 from tests.api.conftest import PASSWORD, SignIn
 from tests.integration.world import OPERATOR, group, user
@@ -81,6 +90,40 @@ class World:
         ).value
         assert view.request.status is RequestStatus.PENDING_APPROVAL
         return view.request.id
+
+    def connector(self) -> str:
+        """A new webhook connector (reconciling one calls nothing: it cannot list members)."""
+        name = self.name("hook")
+        connectors.add_connector(
+            self.rt,
+            actor=OPERATOR,
+            name=name,
+            kind="webhook",
+            config={"url": "http://127.0.0.1:9/hook"},
+        )
+        return name
+
+    def mapping(self) -> str:
+        """A new mapping of the role to a downstream object of a new connector."""
+        return connector_mappings.add_mapping(
+            self.rt,
+            actor=OPERATOR,
+            connector=self.connector(),
+            target=Target.role(self.role),
+            downstream_object="app-readers",
+        ).value.id
+
+    def assignment(self) -> str:
+        """A new user's active assignment of the role."""
+        return assignments.assign(
+            self.rt,
+            actor=OPERATOR,
+            kind=AssignmentKind.ACTIVE,
+            principal=PrincipalRef(PrincipalType.USER, self.fresh_user()),
+            target=Target.role(self.role),
+            duration=timedelta(days=1),
+            justification="to read its provisioning",
+        ).value.id
 
     def etag(self, object_id: str) -> str:
         answer = self.admin.get(f"/api/v1/role-settings/role/{object_id}")
@@ -272,6 +315,58 @@ OPERATIONS = [
         lambda c, w: c.get("/api/v1/audit/export", params={"format": "jsonl"}),
     ),
     Operation("verify the audit log", Perm.AUDIT_READ, lambda c, w: c.get("/api/v1/audit/verify")),
+    Operation("list connectors", Perm.CONNECTORS_READ, lambda c, w: c.get("/api/v1/connectors")),
+    Operation(
+        "add a connector",
+        Perm.CONNECTORS_WRITE,
+        lambda c, w: c.post(
+            "/api/v1/connectors",
+            json={"name": w.name("hook"), "kind": "webhook", "config": {"url": "http://x/"}},
+        ),
+    ),
+    Operation(
+        "change a connector",
+        Perm.CONNECTORS_WRITE,
+        lambda c, w: c.patch(f"/api/v1/connectors/{w.connector()}", json={"enabled": False}),
+    ),
+    Operation(
+        "list connector mappings",
+        Perm.CONNECTORS_READ,
+        lambda c, w: c.get("/api/v1/connector-mappings"),
+    ),
+    Operation(
+        "map a target to a downstream object",
+        Perm.CONNECTORS_WRITE,
+        lambda c, w: c.post(
+            "/api/v1/connector-mappings",
+            json={
+                "connector": w.connector(),
+                "target": {"type": "role", "object_id": w.role},
+                "downstream_object": "app-readers",
+            },
+        ),
+    ),
+    Operation(
+        "end a mapping",
+        Perm.CONNECTORS_WRITE,
+        lambda c, w: c.delete(f"/api/v1/connector-mappings/{w.mapping()}"),
+    ),
+    Operation(
+        "list provisioning states",
+        Perm.CONNECTORS_READ,
+        lambda c, w: c.get("/api/v1/provisioning"),
+    ),
+    Operation(
+        "an assignment's provisioning",
+        Perm.ASSIGNMENTS_READ,
+        lambda c, w: c.get(f"/api/v1/assignments/{w.assignment()}/provisioning"),
+    ),
+    Operation(
+        "reconcile, dry run",
+        Perm.CONNECTORS_READ,
+        lambda c, w: c.post("/api/v1/reconcile", params={"dry_run": "true"}),
+    ),
+    Operation("reconcile", Perm.CONNECTORS_WRITE, lambda c, w: c.post("/api/v1/reconcile")),
 ]
 
 SELF_SERVICE: list[tuple[str, Call]] = [

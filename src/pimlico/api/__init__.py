@@ -20,6 +20,7 @@ from pimlico.api.routes import (
     assignments,
     audit,
     auth,
+    connectors,
     decisions,
     directory,
     mfa,
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, runtime: Pimlico | None = None) -> FastAPI
         decisions,
         mfa,
         audit,
+        connectors,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
