@@ -265,3 +265,39 @@ def test_a_disabled_user_is_revoked_downstream(
     settle(rt, clock, dispatcher)
 
     assert downstream.members(obj) == set()
+
+
+def test_at_the_end_instant_the_dispatcher_revokes_before_the_end_s_event_is_delivered(
+    rt: Pimlico, clock: FixedClock, dispatcher: Dispatcher, downstream: Downstream
+) -> None:
+    obj = mapped_reader(rt, downstream)
+    alex = user(rt, downstream.role("alex", login=True))
+    active(rt, alex, READER)
+    settle(rt, clock, dispatcher)
+
+    clock.advance(HOUR)
+    dispatcher.run_once(clock.now())  # the worker has not run: no AssignmentEnded delivered
+
+    assert downstream.members(obj) == set()
+    settle(rt, clock, dispatcher)  # and the event, delivered later, changes nothing more
+    assert downstream.members(obj) == set()
+
+
+def test_a_holding_backed_past_its_first_end_is_re_dated_not_revoked(
+    rt: Pimlico, clock: FixedClock, dispatcher: Dispatcher, downstream: Downstream
+) -> None:
+    obj = mapped_reader(rt, downstream)
+    alex = user(rt, downstream.role("alex", login=True))
+    readers = group(rt, "readers", role_assignable=True)
+    directory.add_member(rt, actor=OPERATOR, group_id=readers.id, member=alex)
+    active(rt, alex, READER, duration=HOUR)
+    active(rt, readers, READER, duration=3 * HOUR)
+    settle(rt, clock, dispatcher)
+
+    clock.advance(HOUR)
+    dispatcher.run_once(clock.now())
+
+    assert downstream.members(obj) == {f"{downstream.prefix}-alex"}
+    clock.advance(2 * HOUR)
+    dispatcher.run_once(clock.now())
+    assert downstream.members(obj) == set()

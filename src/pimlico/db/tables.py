@@ -474,13 +474,17 @@ class ProvisioningRow(Base):
     ``pending`` (to do at ``due_at``; a dispatcher holds it while ``claimed_until`` is
     ahead), ``provisioned`` / ``revoked`` (done), ``failed`` (gave up after ``attempts``,
     ``last_error`` kept). ``generation`` grows with every change of ``present``: a
-    dispatcher records its outcome only if the generation it worked on is still current."""
+    dispatcher records its outcome only if the generation it worked on is still current.
+    ``recheck_at``: for a present row, the earliest instant what backs it ends, when the
+    dispatcher settles it again itself (revoking at the end instant without waiting for the
+    end's event to travel through the outbox)."""
 
     __tablename__ = "provisioning"
     __table_args__ = (
         UniqueConstraint("mapping_id", "principal_id"),
         Index("ix_provisioning_status", "status", "due_at"),
         Index("ix_provisioning_principal", "principal_id"),
+        Index("ix_provisioning_recheck_at", "recheck_at"),
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -495,4 +499,5 @@ class ProvisioningRow(Base):
     claimed_until: Mapped[datetime | None]
     identity: Mapped[str | None] = mapped_column(String(1024))
     last_error: Mapped[str | None] = mapped_column(Text)
+    recheck_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]

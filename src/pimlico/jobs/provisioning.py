@@ -54,6 +54,9 @@ from pimlico.services.runtime import Actor, Pimlico
 
 log = logging.getLogger(__name__)
 
+_RECHECK_ROUNDS = 100
+"""Full batches of ends re-checked in one pass at most, before due work is taken."""
+
 
 class Dispatcher:
     """Takes due provisioning work, calls the connectors, records the outcomes."""
@@ -96,6 +99,12 @@ class Dispatcher:
         total = 0
         while True:
             at = now or self.rt.clock.now()
+            for _ in range(_RECHECK_ROUNDS):  # (bounded: never a loop without end)
+                rechecked = provisioning_feed.recheck_due(
+                    self.rt, now=at, actor=self._actor(), batch=self.batch
+                )
+                if rechecked < self.batch:
+                    break
             work = claim(self.rt, name=self.name, now=at, lease=self.lease, batch=self.batch)
             if not work:
                 return total
@@ -172,7 +181,8 @@ class Dispatcher:
         with self.rt.reading() as s:
             due = s.scalar(select(func.min(pending.c.due_at)).where(free))
             lease = s.scalar(select(func.min(pending.c.claimed_until)).where(~free))
-        found: list[datetime] = [at for at in (due, lease) if at is not None]
+        recheck = provisioning_feed.next_recheck(self.rt)
+        found: list[datetime] = [at for at in (due, lease, recheck) if at is not None]
         if not found:
             return self.cap
         seconds: float = (min(found) - self.rt.clock.now()).total_seconds()

@@ -21,6 +21,7 @@ than at the next poll.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -148,58 +149,72 @@ def settle(
         wanted = set(principals)
     ids = sorted(wanted)
     mapping_ids = [m.id for m in mapped]
-    rows: dict[tuple[str, str], tuple[str, bool]] = {}
+    rows: dict[tuple[str, str], tuple[str, bool, datetime | None]] = {}
     for start in range(0, len(ids), _CHUNK):
         query = select(
             ProvisioningRow.id,
             ProvisioningRow.mapping_id,
             ProvisioningRow.principal_id,
             ProvisioningRow.present,
+            ProvisioningRow.recheck_at,
         ).where(
             ProvisioningRow.principal_id.in_(ids[start : start + _CHUNK]),
             ProvisioningRow.mapping_id.in_(mapping_ids),
         )
-        for row_id, mapping_id, principal_id, present in w.session.execute(query):
-            rows[(mapping_id, principal_id)] = (row_id, present)
+        for row_id, mapping_id, principal_id, present, recheck in w.session.execute(query):
+            rows[(mapping_id, principal_id)] = (row_id, present, recheck)
     new: list[dict[str, object]] = []
-    flipped: dict[bool, list[str]] = {True: [], False: []}
+    flipped: dict[tuple[bool, datetime | None], list[str]] = defaultdict(list)
+    rechecked: dict[datetime | None, list[str]] = defaultdict(list)
     for pid in ids:
         access = index.effective_access(pid, w.at)
         for m in mapped:
-            present = _held(access, m)
+            present, until = _held(access, m)
             known = rows.get((m.id, pid))
             if known is None:
                 if present:
-                    new.append(_new_row(w, m.id, pid))
+                    new.append(_new_row(w, m.id, pid, until))
             elif known[1] != present:
-                flipped[present].append(known[0])
-    # Set-based: one INSERT, and one UPDATE per direction and thousand rows (row by row, the
-    # ORM's flush took most of the time of settling a shift's ten thousand ends).
+                flipped[(present, until)].append(known[0])
+            elif present and known[2] != until:
+                rechecked[until].append(known[0])
+    # Set-based: one INSERT, and one UPDATE per kind of change and thousand rows (row by row,
+    # the ORM's flush took most of the time of settling a shift's ten thousand ends).
     if new:
         w.session.execute(insert(ProvisioningRow), new)
-    for present, row_ids in flipped.items():
-        for start in range(0, len(row_ids), _CHUNK):
-            w.session.execute(
-                update(ProvisioningRow)
-                .where(ProvisioningRow.id.in_(row_ids[start : start + _CHUNK]))
-                .values(
-                    present=present,
-                    status=PENDING,
-                    generation=ProvisioningRow.generation + 1,
-                    attempts=0,
-                    due_at=w.at,
-                    last_error=None,
-                    updated_at=w.at,
-                )
-                .execution_options(synchronize_session=False)
-            )
-    changed = len(new) + len(flipped[True]) + len(flipped[False])
+    for (present, until), row_ids in flipped.items():
+        _update(
+            w,
+            row_ids,
+            present=present,
+            recheck_at=until,
+            status=PENDING,
+            attempts=0,
+            generation=ProvisioningRow.generation + 1,
+            due_at=w.at,
+            last_error=None,
+        )
+    for until, row_ids in rechecked.items():
+        _update(w, row_ids, recheck_at=until)
+    changed = len(new) + sum(len(v) for v in flipped.values())
     if changed:
         wake_after_commit(w.session, committing=committing)
     return changed
 
 
-def _new_row(w: WriteContext, mapping_id: str, principal_id: str) -> dict[str, object]:
+def _update(w: WriteContext, row_ids: list[str], **values: object) -> None:
+    for start in range(0, len(row_ids), _CHUNK):
+        w.session.execute(
+            update(ProvisioningRow)
+            .where(ProvisioningRow.id.in_(row_ids[start : start + _CHUNK]))
+            .values(updated_at=w.at, **values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _new_row(
+    w: WriteContext, mapping_id: str, principal_id: str, until: datetime | None
+) -> dict[str, object]:
     return {
         "id": new_id(),
         "mapping_id": mapping_id,
@@ -209,16 +224,27 @@ def _new_row(w: WriteContext, mapping_id: str, principal_id: str) -> dict[str, o
         "generation": 1,
         "attempts": 0,
         "due_at": w.at,
+        "recheck_at": until,
         "updated_at": w.at,
     }
 
 
-def _held(access: Access, m: Mapped) -> bool:
+def _held(access: Access, m: Mapped) -> tuple[bool, datetime | None]:
+    """Does ``access`` hold ``m``'s target, and until when at the earliest (``None``: for
+    good, or not held)? The earliest end of what backs it: re-settled then, a holding that
+    goes on through something else is found again and re-dated."""
     if m.target_type == "role":
         covering = ancestors(m.scope)
-        return any(g.role_id == m.object_id and g.scope in covering for g in access.roles)
-    relation = "member" if m.target_type == "group_member" else "owner"
-    return any(h.group_id == m.object_id and h.relation == relation for h in access.groups)
+        ends = [g.end for g in access.roles if g.role_id == m.object_id and g.scope in covering]
+    else:
+        relation = "member" if m.target_type == "group_member" else "owner"
+        ends = [
+            h.end for h in access.groups if h.group_id == m.object_id and h.relation == relation
+        ]
+    if not ends:
+        return False, None
+    dated = [end for end in ends if end is not None]
+    return True, (min(dated) if dated else None)
 
 
 def _open_mappings(w: WriteContext) -> list[Mapped]:

@@ -107,6 +107,7 @@ def upgrade() -> None:
         sa.Column("claimed_until", sa.DateTime(), nullable=True),
         sa.Column("identity", sa.String(length=1024), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("recheck_at", sa.DateTime(), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["mapping_id"],
@@ -118,11 +119,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_provisioning_status", "provisioning", ["status", "due_at"])
     op.create_index("ix_provisioning_principal", "provisioning", ["principal_id"])
+    op.create_index("ix_provisioning_recheck_at", "provisioning", ["recheck_at"])
     _set_permissions(after=True)
 
 
 def downgrade() -> None:
     _set_permissions(after=False)
+    op.drop_index("ix_provisioning_recheck_at", table_name="provisioning")
     op.drop_index("ix_provisioning_principal", table_name="provisioning")
     op.drop_index("ix_provisioning_status", table_name="provisioning")
     op.drop_table("provisioning")
