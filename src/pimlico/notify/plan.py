@@ -1,0 +1,259 @@
+"""What a domain event means for notifications: which message, about what, for whom.
+
+``notices`` turns one event into the notices it calls for, each with its message kind, the
+people it goes to by default, which notification rule of the target governs it (event and
+recipient type of PIM-REFERENCE.md §1(h)) and the facts its templates show. It reads what it
+needs (the request, names) in the caller's session; it does not apply the rules, render or
+send (``consumer`` does).
+
+- RequestSubmitted pending approval, ApprovalStageCompleted with a next stage, and
+  ApprovalEscalated: ``approval_needed`` to the stage's (or the escalation) approvers, the
+  requester never among them; rule (category, approver).
+- RequestApproved / RequestDenied / RequestExpired, and RequestCanceled by someone other
+  than the requester: ``request_*`` to the requester; rule (category, requestor).
+- AssignmentActivated of a self-activation: ``activation_completed`` to the
+  administrators; rule (activation, admin).
+- AssignmentCreated not from self-service: ``assigned``; AssignmentExpiringSoon:
+  ``expiring_soon``; AssignmentEnded as expired: ``assignment_expired`` — to the assignee
+  (a group's members); rule (category, requestor).
+
+The category is ``activation`` for self-service requests and the assignments they made, and
+``eligible_assignment`` / ``active_assignment`` by kind otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pimlico.db.request_store import decode_stages, request_of
+from pimlico.db.tables import GroupRow, RequestRow, RoleRow, ServiceAccountRow, UserRow
+from pimlico.domain import events as ev
+from pimlico.domain import requests as rq
+from pimlico.domain.model import AssignmentKind, Target, TargetType
+from pimlico.domain.policy import ApproverRef, NotificationEvent, NotificationRecipient
+from pimlico.notify import audience
+from pimlico.services.runtime import Pimlico
+
+APPROVER, REQUESTOR, ADMIN = (
+    NotificationRecipient.APPROVER,
+    NotificationRecipient.REQUESTOR,
+    NotificationRecipient.ADMIN,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One message kind for one event, before the target's rules are applied."""
+
+    kind: str
+    identity: str
+    """What a repeated delivery of the same event repeats: the key of its messages."""
+    people: frozenset[str]
+    rule: tuple[NotificationEvent, NotificationRecipient] | None
+    target: Target | None
+    critical: bool
+    context: dict[str, Any] = field(default_factory=dict)
+    link: str | None = None
+
+
+def notices(rt: Pimlico, s: Session, event: ev.DomainEvent, public_url: str) -> list[Notice]:
+    """The notices ``event`` calls for (often none)."""
+    if isinstance(event, ev.AssignmentActivated | ev.AssignmentCreated):
+        return _assignment_started(rt, s, event)
+    if isinstance(event, ev.AssignmentExpiringSoon | ev.AssignmentEnded):
+        return _assignment_ending(rt, s, event)
+    row = s.get(RequestRow, event.request_id)
+    if row is None:
+        return []
+    request = request_of(row)
+    facts = _request_facts(s, request)
+    category = _category(request.action, request.kind)
+    base = f"{type(event).__name__}:{request.id}"
+    if isinstance(event, rq.RequestSubmitted | rq.ApprovalStageCompleted | rq.ApprovalEscalated):
+        refs = _approver_refs(event, row)
+        if refs is None:
+            return []
+        stage, named = refs
+        who = audience.approvers(rt, s, named, request.target, event.at) - {request.requested_by}
+        link = f"{public_url.rstrip('/')}/portal/approvals/{request.id}"
+        context = {"request": facts, "stage": stage + 1, "link": link}
+        return [
+            Notice(
+                "approval_needed",
+                f"{base}:{stage}",
+                frozenset(who),
+                (category, APPROVER),
+                request.target,
+                True,
+                context,
+                link,
+            )
+        ]
+    outcome = _outcome(event, request)
+    if outcome is None:
+        return []
+    kind, extra = outcome
+    if extra["by"] is not None:
+        extra["by"] = name_of(s, extra["by"])
+    return [
+        Notice(
+            kind,
+            base,
+            frozenset({request.requested_by}),
+            (category, REQUESTOR),
+            request.target,
+            False,
+            {"request": facts, **extra},
+        )
+    ]
+
+
+def _approver_refs(
+    event: rq.RequestSubmitted | rq.ApprovalStageCompleted | rq.ApprovalEscalated, row: RequestRow
+) -> tuple[int, tuple[ApproverRef, ...]] | None:
+    """The stage (0-based) whose approvers are asked now, and who they are named as."""
+    stages = decode_stages(row.stages)
+    if isinstance(event, rq.ApprovalEscalated):
+        return event.stage, event.approvers
+    if isinstance(event, rq.RequestSubmitted):
+        if event.status is not rq.RequestStatus.PENDING_APPROVAL or not stages:
+            return None
+        return 0, stages[0].approvers
+    if event.next_stage is None or event.next_stage >= len(stages):
+        return None
+    return event.next_stage, stages[event.next_stage].approvers
+
+
+def _outcome(event: rq.RequestEvent, request: rq.Request) -> tuple[str, dict[str, Any]] | None:
+    if isinstance(event, rq.RequestApproved):
+        return "request_approved", {"by": event.by, "reason": None}
+    if isinstance(event, rq.RequestDenied):
+        return "request_denied", {"by": event.by, "reason": event.justification}
+    if isinstance(event, rq.RequestExpired):
+        return "request_expired", {"by": None, "reason": None}
+    if isinstance(event, rq.RequestCanceled) and event.by != request.requested_by:
+        return "request_canceled", {"by": event.by, "reason": event.reason}
+    return None
+
+
+def _assignment_started(
+    rt: Pimlico, s: Session, event: ev.AssignmentActivated | ev.AssignmentCreated
+) -> list[Notice]:
+    facts = event.assignment
+    action = _action_of(s, facts.request_id)
+    self_service = action is not None and action.is_self_service
+    context = {"assignment": _assignment_facts(s, facts), "request": None}
+    if isinstance(event, ev.AssignmentActivated):
+        if action is not rq.RequestAction.SELF_ACTIVATE:
+            return []
+        context["request"] = _request_context(s, facts.request_id)
+        who = audience.administrators(rt, event.at)
+        rule = (NotificationEvent.ACTIVATION, ADMIN)
+        identity = f"AssignmentActivated:{facts.assignment_id}"
+        return [
+            Notice(
+                "activation_completed", identity, frozenset(who), rule, facts.target, False, context
+            )
+        ]
+    if self_service:
+        return []
+    who = audience.members(rt, facts.principal, event.at)
+    rule = (_category(action, facts.kind), REQUESTOR)
+    identity = f"AssignmentCreated:{facts.assignment_id}"
+    return [Notice("assigned", identity, frozenset(who), rule, facts.target, False, context)]
+
+
+def _assignment_ending(
+    rt: Pimlico, s: Session, event: ev.AssignmentExpiringSoon | ev.AssignmentEnded
+) -> list[Notice]:
+    facts = event.assignment
+    context: dict[str, Any] = {"assignment": _assignment_facts(s, facts), "request": None}
+    if isinstance(event, ev.AssignmentExpiringSoon):
+        kind, critical = "expiring_soon", True
+        identity = f"AssignmentExpiringSoon:{facts.assignment_id}:{event.days_left}"
+        context["days_left"] = event.days_left
+    elif event.reason == ev.EXPIRED:
+        kind, critical = "assignment_expired", False
+        identity = f"AssignmentEnded:{facts.assignment_id}"
+    else:
+        return []
+    who = audience.members(rt, facts.principal, event.at)
+    rule = (_category(_action_of(s, facts.request_id), facts.kind), REQUESTOR)
+    return [Notice(kind, identity, frozenset(who), rule, facts.target, critical, context)]
+
+
+def _category(action: rq.RequestAction | None, kind: AssignmentKind) -> NotificationEvent:
+    if action is not None and action.is_self_service:
+        return NotificationEvent.ACTIVATION
+    if kind is AssignmentKind.ELIGIBLE:
+        return NotificationEvent.ELIGIBLE_ASSIGNMENT
+    return NotificationEvent.ACTIVE_ASSIGNMENT
+
+
+def _action_of(s: Session, request_id: str | None) -> rq.RequestAction | None:
+    if request_id is None:
+        return None
+    action = s.scalar(select(RequestRow.action).where(RequestRow.id == request_id))
+    return None if action is None else rq.RequestAction(action)
+
+
+def _request_context(s: Session, request_id: str | None) -> dict[str, Any] | None:
+    row = None if request_id is None else s.get(RequestRow, request_id)
+    return None if row is None else _request_facts(s, request_of(row))
+
+
+def _request_facts(s: Session, request: rq.Request) -> dict[str, Any]:
+    ticket = request.ticket
+    return {
+        "id": request.id,
+        "action": request.action.value,
+        "kind": request.kind.value,
+        "status": request.status.value,
+        "requester": name_of(s, request.requested_by),
+        "principal": name_of(s, request.principal.id),
+        "target": target_label(s, request.target),
+        "justification": request.justification,
+        "ticket": None if ticket is None else {"system": ticket.system, "number": ticket.number},
+        "requested_at": _instant(request.requested_at),
+        "start": _instant(request.schedule.start),
+        "end": _instant(request.schedule.end),
+    }
+
+
+def _assignment_facts(s: Session, facts: ev.AssignmentFacts) -> dict[str, Any]:
+    return {
+        "id": facts.assignment_id,
+        "kind": facts.kind.value,
+        "principal": name_of(s, facts.principal.id),
+        "principal_type": facts.principal.type.value,
+        "target": target_label(s, facts.target),
+        "start": _instant(facts.start),
+        "end": _instant(facts.end),
+    }
+
+
+def name_of(s: Session, principal_id: str) -> str:
+    """A principal's display name; its id if it is gone."""
+    for table in (UserRow, GroupRow, ServiceAccountRow):
+        name = s.scalar(select(table.display_name).where(table.id == principal_id))
+        if name is not None:
+            return str(name)
+    return principal_id
+
+
+def target_label(s: Session, target: Target) -> str:
+    if target.type is TargetType.ROLE:
+        name = s.scalar(select(RoleRow.name).where(RoleRow.id == target.object_id))
+        return f"{name or target.object_id} at {target.scope}"
+    group = name_of(s, target.object_id)
+    what = "membership" if target.type is TargetType.GROUP_MEMBER else "ownership"
+    return f"{what} of {group}"
+
+
+def _instant(at: datetime | None) -> str | None:
+    return None if at is None else at.strftime("%Y-%m-%d %H:%M UTC")
