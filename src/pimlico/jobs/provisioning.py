@@ -7,7 +7,8 @@ write holds the store's single write lock (``pim_state``; see ``jobs.worker``), 
 that waited on a slow or unreachable LDAP server would stall every activation, approval and
 decision follow-up of the whole installation for as long as the network cared to take.
 
-So one pass of the dispatcher is three steps, two of them short transactions:
+So one pass of the dispatcher is three steps, two of them short transactions (after it has
+settled, in one write, what it finds out itself — see below):
 
 1. **claim** (``services.provisioning_work.claim``, a transaction of its own, no revision):
    hold up to ``batch`` due rows with a lease (``SKIP LOCKED`` on PostgreSQL);
@@ -24,12 +25,19 @@ grant or revocation changes nothing. A decision that changes a row while it is h
 its generation, and step 3 then leaves it pending for the next pass rather than recording an
 outcome for a desire that no longer holds.
 
-Waking: the dispatcher sleeps until the next row falls due or ``cap`` (2 s), and is woken
-at once by a commit that changed rows (in this process, and through
-``NOTIFY pimlico_provisioning`` from any process on PostgreSQL). Each pass first follows the
-audit change feed for static memberships and users changed since the last pass
-(``services.provisioning_feed``: they publish no event), so those reach downstream systems
-within ``cap``. A reconcile pass (``jobs.reconcile``) runs in a thread of its own when the
+What it finds out itself (``services.provisioning_feed``), first in each pass: the ends that
+have come — each present row carries the earliest end of what backs it (``recheck_at``), and
+its principal is settled again then, so an access is revoked at its end instant without
+waiting for ``AssignmentEnded`` to reach provisioning through the outbox's fan-out and
+deliveries (ten thousand ends in one second: revoked downstream 4 s after the end through
+this path, 13 to 16 s through the events on the same loaded machine); and static
+memberships and users changed since the last pass, from the audit change feed (they publish
+no event).
+
+Waking: the dispatcher sleeps until the next row falls due, the next ``recheck_at`` or
+``cap`` (2 s, which bounds how late a static membership change is seen), and is woken at
+once by a commit that changed rows (in this process, and through
+``NOTIFY pimlico_provisioning`` from any process on PostgreSQL). A reconcile pass (``jobs.reconcile``) runs in a thread of its own when the
 dispatcher starts and every ``reconcile_interval``.
 """
 
