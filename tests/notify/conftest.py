@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -12,12 +14,15 @@ from pydantic import SecretStr
 
 from pimlico import notify
 from pimlico.clock import FixedClock
+from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target
 from pimlico.jobs import handlers as job_handlers
 from pimlico.jobs.worker import Worker
 from pimlico.notify import NotifySettings, Sender
-from pimlico.services.runtime import Pimlico
+from pimlico.services import assignments, directory, role_settings
+from pimlico.services.runtime import Actor, Pimlico
 from pimlico.settings import Settings
 from tests.factories import T0
+from tests.integration.world import OPERATOR
 from tests.notify.servers import SmtpServer
 
 KEY = "q5wqT0Vf0mB3rXy2kZ8nN4pL7sD1gH6jC9vE2aR5tYU="
@@ -85,3 +90,48 @@ class Notifier:
 @pytest.fixture
 def notifier(rt: Pimlico, smtp: SmtpServer) -> Notifier:
     return Notifier(rt, notify_settings(smtp))
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+DAY = timedelta(days=1)
+
+
+def person(rt: Pimlico, name: str, *, email: bool = True) -> Actor:
+    address = f"{name}@example.org" if email else None
+    made = directory.create_user(
+        rt, actor=OPERATOR, user_name=name, display_name=name.title(), email=address
+    ).value
+    return Actor.principal(made.id)
+
+
+def ref(actor: Actor) -> PrincipalRef:
+    return PrincipalRef(PrincipalType.USER, actor.name)
+
+
+def mails(smtp: SmtpServer, address: str, about: str = "") -> list[EmailMessage]:
+    return [m for m in smtp.inbox.to(address) if about in str(m["Subject"])]
+
+
+def bodies(message: EmailMessage) -> tuple[str, str]:
+    text, html = message.get_body(("plain",)), message.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    return str(text.get_content()), str(html.get_content())
+
+
+def policy(rt: Pimlico, target: Target, changes: dict[str, object]) -> None:
+    role_settings.update_policy(
+        rt, actor=OPERATOR, target_type=target.type, object_id=target.object_id, changes=changes
+    )
+
+
+def eligible(rt: Pimlico, holder: PrincipalRef, target: Target, days: int = 90) -> str:
+    return assignments.assign(
+        rt,
+        actor=OPERATOR,
+        kind=AssignmentKind.ELIGIBLE,
+        principal=holder,
+        target=target,
+        duration=days * DAY,
+    ).value.id

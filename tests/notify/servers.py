@@ -3,6 +3,7 @@ and a throwaway self-signed certificate to trust through the CA-file setting."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import socket
@@ -39,8 +40,14 @@ class Inbox:
     messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
+    hold: threading.Event | None = None
+    """Set: each message is answered only once it is set (``holding`` says one is held)."""
+    holding: threading.Event = field(default_factory=threading.Event)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.hold is not None:
+            self.holding.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.hold.wait, 30)
         content = envelope.original_content or b""
         parsed = message_from_bytes(content, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
@@ -52,17 +59,17 @@ class Inbox:
     def to(self, address: str) -> list[EmailMessage]:
         return [m for rcpts, m in self.messages if address in rcpts]
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
-
 
 class SmtpServer:
     """An aiosmtpd server on ``127.0.0.1:port``, started and stopped by the test."""
 
-    def __init__(self, port: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, port: int | None = None, *, login: tuple[str, str] | None = None, **kwargs: Any
+    ) -> None:
         self.port = port or free_port()
         self.inbox = Inbox()
+        if login is not None:
+            kwargs |= {"auth_required": True, "authenticator": authenticator(*login, self.inbox)}
         self._kwargs = kwargs
         self._controller: Controller | None = None
 

@@ -3,67 +3,22 @@ server: who gets what, following the target's notification rules (SQLite and Pos
 
 from __future__ import annotations
 
-from datetime import timedelta
-from email.message import EmailMessage
-
 from sqlalchemy import func, select
 
 from pimlico.clock import FixedClock
 from pimlico.db.tables import JobRow
-from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target
+from pimlico.domain.model import AssignmentKind
 from pimlico.domain.requests import Schedule, Ticket
 from pimlico.jobs import events
 from pimlico.jobs.outbox import PENDING
 from pimlico.notify import SEND_JOB
-from pimlico.services import accounts, approvals, assignments, directory, role_settings
-from pimlico.services.runtime import Actor, Pimlico
+from pimlico.services import accounts, approvals, assignments, directory
+from pimlico.services.runtime import Pimlico
 from tests.factories import HOUR
 from tests.integration.test_requests import READER, activate, purge_group, with_mfa
 from tests.integration.world import OPERATOR, group
-from tests.notify.conftest import Notifier
+from tests.notify.conftest import DAY, Notifier, bodies, eligible, mails, person, policy, ref
 from tests.notify.servers import SmtpServer
-
-DAY = timedelta(days=1)
-
-
-def person(rt: Pimlico, name: str, *, email: bool = True) -> Actor:
-    address = f"{name}@example.org" if email else None
-    made = directory.create_user(
-        rt, actor=OPERATOR, user_name=name, display_name=name.title(), email=address
-    ).value
-    return Actor.principal(made.id)
-
-
-def ref(actor: Actor) -> PrincipalRef:
-    return PrincipalRef(PrincipalType.USER, actor.name)
-
-
-def mails(smtp: SmtpServer, address: str, about: str = "") -> list[EmailMessage]:
-    return [m for m in smtp.inbox.to(address) if about in str(m["Subject"])]
-
-
-def bodies(message: EmailMessage) -> tuple[str, str]:
-    text, html = message.get_body(("plain",)), message.get_body(("html",))
-    assert text is not None
-    assert html is not None
-    return str(text.get_content()), str(html.get_content())
-
-
-def policy(rt: Pimlico, target: Target, changes: dict[str, object]) -> None:
-    role_settings.update_policy(
-        rt, actor=OPERATOR, target_type=target.type, object_id=target.object_id, changes=changes
-    )
-
-
-def eligible(rt: Pimlico, holder: PrincipalRef, target: Target, days: int = 90) -> str:
-    return assignments.assign(
-        rt,
-        actor=OPERATOR,
-        kind=AssignmentKind.ELIGIBLE,
-        principal=holder,
-        target=target,
-        duration=days * DAY,
-    ).value.id
 
 
 def test_a_request_needing_approval_mails_the_approver_with_justification_ticket_and_link(
