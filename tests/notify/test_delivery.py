@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -108,6 +107,21 @@ def test_starttls_and_auth_with_a_certificate_trusted_through_the_ca_file(
     text, html = bodies(mail)
     assert "Security Reader" in text
     assert "<strong>eligible</strong>" in html
+
+
+def test_implicit_tls_delivers_with_the_certificate_trusted_through_the_ca_file(
+    rt: Pimlico, tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path)
+    server = SmtpServer(ssl_context=server_context(cert, key)).start()
+    try:
+        settings = notify_settings(server, smtp_security="tls", smtp_ca_file=cert)
+        eligible(rt, ref(person(rt, "alex")), READER)
+        Notifier(rt, settings).run()
+    finally:
+        server.stop()
+
+    assert len(mails(server, "alex@example.org", "you were assigned")) == 1
 
 
 def test_a_certificate_nobody_trusts_gets_no_mail_through(rt: Pimlico, tmp_path: Path) -> None:
@@ -214,14 +228,9 @@ def test_slack_and_teams_receive_well_formed_payloads_with_the_portal_link(
     _, teams = posts["/teams"]
     assert teams["@type"] == "MessageCard"
     assert teams["@context"] == "https://schema.org/extensions"
-    assert teams["title"] == slack_header_text(slack)
+    assert teams["title"] == header["text"]["text"]
     assert "phishing <campaign> & co" in teams["text"]
     assert teams["potentialAction"][0]["targets"] == [{"os": "default", "uri": link}]
-
-
-def slack_header_text(slack: dict[str, Any]) -> str:
-    text: str = slack["blocks"][0]["text"]["text"]
-    return text
 
 
 def test_a_webhook_that_refuses_the_payload_fails_the_message_at_once(

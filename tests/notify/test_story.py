@@ -182,3 +182,44 @@ def test_a_second_delivery_of_the_same_event_sends_nothing_more(
 
     assert waiting == 0
     assert len(mails(smtp, "alex@example.org")) == 1
+
+
+def test_group_approvers_are_expanded_then_escalation_asks_more_and_a_denial_tells_why(
+    rt: Pimlico, clock: FixedClock, smtp: SmtpServer, notifier: Notifier
+) -> None:
+    alex, frank, gina, hank = (person(rt, n) for n in ("alex", "frank", "gina", "hank"))
+    approvers = group(rt, "Approvers")
+    for member in (alex, frank, gina):
+        directory.add_member(rt, actor=OPERATOR, group_id=approvers.id, member=ref(member))
+    stage = {
+        "approvers": [{"type": "group", "id": approvers.id}],
+        "escalation_enabled": True,
+        "escalation_approvers": [{"type": "user", "id": hank.name}],
+        "escalation_after": "PT1H",
+    }
+    policy(
+        rt,
+        READER,
+        {"activation": {"require_mfa": False}, "approval": {"required": True, "stages": [stage]}},
+    )
+    eligible(rt, ref(alex), READER)
+    asked = activate(rt, alex, READER, schedule=Schedule(duration=HOUR), justification="audit")
+    notifier.run()
+    asked_first = {
+        a
+        for a in ("alex", "frank", "gina", "hank")
+        if mails(smtp, f"{a}@example.org", "approval needed")
+    }
+
+    clock.advance(HOUR)
+    notifier.run()
+    escalated = mails(smtp, "hank@example.org", "approval needed")
+    approvals.deny(rt, actor=frank, request_id=asked.value.request.id, justification="not now")
+    notifier.run()
+
+    assert asked_first == {"frank", "gina"}  # the requester is never asked
+    assert len(escalated) == 1
+    [denied] = mails(smtp, "alex@example.org", "was denied")
+    text, _ = bodies(denied)
+    assert "denied by Frank" in text
+    assert "Reason: not now" in text

@@ -128,5 +128,6 @@ def _slack(text: str) -> str:
 
 
 def _domain_of(address: str) -> str | None:
-    at = address.rfind("@")
-    return address[at + 1 :].strip(" >") or None if at >= 0 else None
+    """The domain of the From address, for the Message-ID (the local host name if none)."""
+    _, at, domain = address.rpartition("@")
+    return domain.strip(" >") or None if at else None
