@@ -37,8 +37,9 @@ no event).
 Waking: the dispatcher sleeps until the next row falls due, the next ``recheck_at`` or
 ``cap`` (2 s, which bounds how late a static membership change is seen), and is woken at
 once by a commit that changed rows (in this process, and through
-``NOTIFY pimlico_provisioning`` from any process on PostgreSQL). A reconcile pass (``jobs.reconcile``) runs in a thread of its own when the
-dispatcher starts and every ``reconcile_interval``.
+``NOTIFY pimlico_provisioning`` from any process on PostgreSQL). A reconcile pass
+(``jobs.reconcile``) runs in a thread of its own when the dispatcher starts and every
+``reconcile_interval``.
 """
 
 from __future__ import annotations
