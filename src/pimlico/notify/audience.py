@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from pimlico.db.tables import RoleRow, UserRow
@@ -31,6 +31,9 @@ from pimlico.services.runtime import Pimlico
 log = logging.getLogger(__name__)
 
 ADMIN_ROLES = (GLOBAL_ADMINISTRATOR.id, PRIVILEGED_ROLE_ADMINISTRATOR.id)
+_PEOPLE = select(UserRow.id, UserRow.display_name, UserRow.email, UserRow.enabled).where(
+    UserRow.id.in_(bindparam("ids", expanding=True))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +85,7 @@ def people(s: Session, ids: Iterable[str], *, why: str) -> list[Person]:
     wanted = sorted(set(ids))
     if not wanted:
         return []
-    rows = s.execute(
-        select(UserRow.id, UserRow.display_name, UserRow.email, UserRow.enabled).where(
-            UserRow.id.in_(wanted)
-        )
-    ).all()
+    rows = s.execute(_PEOPLE, {"ids": wanted}).all()
     found: list[Person] = []
     for user_id, name, email, enabled in rows:
         if not enabled:

@@ -2,9 +2,10 @@
 
 The event consumer (``consumer``) and the ``provisioning.alert`` handler (``alert_handler``)
 run inside a store write, so they send nothing: for each notice (``plan``) they apply the
-target's notification rule, find the addresses, render each message and enqueue it as a
-``notify.send`` job — one per email recipient and one per chat channel, its payload the
-rendered message. The ``Sender`` sends them outside every write.
+target's notification rule, find the addresses and enqueue a ``notify.send`` job per email
+recipient and per chat channel, its payload what rendering the message needs (its kind, the
+address and the facts it shows). The ``Sender`` renders and sends them outside every write:
+rendering is the consumer's costliest step, and the write lock is no place for it.
 
 A rule whose level is ``none`` sends nothing for its notice; ``critical`` only the notices
 that need someone to act (approval needed, expiring soon, provisioning failed); with
@@ -29,26 +30,24 @@ from pimlico.jobs.events import Consumer
 from pimlico.jobs.outbox import NewJob, enqueue_many
 from pimlico.jobs.worker import Handler, Job
 from pimlico.notify import audience, plan
-from pimlico.notify.render import Renderer
+from pimlico.notify.facts import Facts
 from pimlico.notify.settings import NotifySettings
-from pimlico.services.role_settings import load_policy
 from pimlico.services.runtime import Pimlico
 
 log = logging.getLogger(__name__)
 
 SEND_JOB = "notify.send"
-"""A message to send: ``{"channel": "email" | "slack" | "teams", "kind", "subject", "text",
-and "to" and "html" for email, "link" for chat}``."""
+"""A message to send: ``{"channel": "email" | "slack" | "teams", "kind", "context"}`` (the
+template variables), with ``"to"`` and ``"recipient"`` (a name or ``None``) for email."""
 CHAT_CHANNELS = ("slack", "teams")
 
 
 def consumer(settings: NotifySettings) -> Consumer:
     """The event consumer: records the messages each event calls for."""
-    renderer = Renderer(settings.notify_templates)
 
     def follow(rt: Pimlico, w: WriteContext, event: DomainEvent) -> None:
-        for notice in plan.notices(rt, w.session, event, settings.public_url):
-            record(w, notice, settings, renderer)
+        for notice in plan.notices(rt, Facts.of(w), event, settings.public_url):
+            record(w, notice, settings)
 
     return follow
 
@@ -57,7 +56,6 @@ def alert_handler(settings: NotifySettings) -> Handler:
     """The ``provisioning.alert`` handler: logs the alert, as the built-in one does, and
     records a message to the administrators (their Global / Privileged Role Administrator
     holders in force; no target rule governs it)."""
-    renderer = Renderer(settings.notify_templates)
 
     def alert(rt: Pimlico, w: WriteContext, job: Job) -> None:
         job_handlers.alert(rt, w, job)
@@ -71,21 +69,17 @@ def alert_handler(settings: NotifySettings) -> Handler:
             True,
             {"alert": data},
         )
-        record(w, notice, settings, renderer)
+        record(w, notice, settings)
 
     return alert
 
 
-def record(
-    w: WriteContext, notice: plan.Notice, settings: NotifySettings, renderer: Renderer
-) -> int:
+def record(w: WriteContext, notice: plan.Notice, settings: NotifySettings) -> int:
     """Enqueue the messages of ``notice`` its rule lets through; how many were new."""
     s = w.session
     rule = None
     if notice.rule is not None and notice.target is not None:
-        target = notice.target
-        policy = load_policy(s, target.type, target.object_id)
-        rule = policy.settings.notifications.rule(*notice.rule)
+        rule = Facts.of(w).rules(notice.target).rule(*notice.rule)
         if rule.level is NotificationLevel.NONE or (
             rule.level is NotificationLevel.CRITICAL and not notice.critical
         ):
@@ -100,27 +94,17 @@ def record(
     base.setdefault("link", notice.link)
     jobs: list[NewJob] = []
     for key, (address, name) in sorted(addresses.items()):
-        rendered = renderer.render(notice.kind, {**base, "recipient": name})
         payload: dict[str, Any] = {
             "channel": "email",
             "kind": notice.kind,
             "to": address,
-            "subject": rendered.subject,
-            "text": rendered.text,
-            "html": rendered.html,
+            "recipient": name,
+            "context": base,
         }
         jobs.append(_job(w, notice, "email", key, payload))
-    chats = [c for c in CHAT_CHANNELS if settings.chat_url(c, notice.kind) is not None]
-    if chats:
-        rendered = renderer.render(notice.kind, {**base, "recipient": None})
-        for channel in chats:
-            payload = {
-                "channel": channel,
-                "kind": notice.kind,
-                "subject": rendered.subject,
-                "text": rendered.text,
-                "link": notice.link,
-            }
+    for channel in CHAT_CHANNELS:
+        if settings.chat_url(channel, notice.kind) is not None:
+            payload = {"channel": channel, "kind": notice.kind, "context": base}
             jobs.append(_job(w, notice, channel, "", payload))
     if not jobs:
         log.info("%s (%s): nobody to notify", notice.kind, notice.identity)

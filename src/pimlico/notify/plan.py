@@ -24,19 +24,16 @@ The category is ``activation`` for self-service requests and the assignments the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from pimlico.db.request_store import decode_stages, request_of
-from pimlico.db.tables import GroupRow, RequestRow, RoleRow, ServiceAccountRow, UserRow
+from pimlico.db.tables import RequestRow
 from pimlico.domain import events as ev
 from pimlico.domain import requests as rq
-from pimlico.domain.model import AssignmentKind, Target, TargetType
+from pimlico.domain.model import AssignmentKind, Target
 from pimlico.domain.policy import ApproverRef, NotificationEvent, NotificationRecipient
 from pimlico.notify import audience
+from pimlico.notify.facts import Facts
 from pimlico.services.runtime import Pimlico
 
 APPROVER, REQUESTOR, ADMIN = (
@@ -61,17 +58,18 @@ class Notice:
     link: str | None = None
 
 
-def notices(rt: Pimlico, s: Session, event: ev.DomainEvent, public_url: str) -> list[Notice]:
+def notices(rt: Pimlico, facts: Facts, event: ev.DomainEvent, public_url: str) -> list[Notice]:
     """The notices ``event`` calls for (often none)."""
+    s = facts.session
     if isinstance(event, ev.AssignmentActivated | ev.AssignmentCreated):
-        return _assignment_started(rt, s, event)
+        return _assignment_started(rt, facts, event)
     if isinstance(event, ev.AssignmentExpiringSoon | ev.AssignmentEnded):
-        return _assignment_ending(rt, s, event)
+        return _assignment_ending(rt, facts, event)
     row = s.get(RequestRow, event.request_id)
     if row is None:
         return []
     request = request_of(row)
-    facts = _request_facts(s, request)
+    shown = facts.request(request)
     category = _category(request.action, request.kind)
     base = f"{type(event).__name__}:{request.id}"
     if isinstance(event, rq.RequestSubmitted | rq.ApprovalStageCompleted | rq.ApprovalEscalated):
@@ -81,7 +79,7 @@ def notices(rt: Pimlico, s: Session, event: ev.DomainEvent, public_url: str) -> 
         stage, named = refs
         who = audience.approvers(rt, s, named, request.target, event.at) - {request.requested_by}
         link = f"{public_url.rstrip('/')}/portal/approvals/{request.id}"
-        context = {"request": facts, "stage": stage + 1, "link": link}
+        context = {"request": shown, "stage": stage + 1, "link": link}
         return [
             Notice(
                 "approval_needed",
@@ -99,7 +97,7 @@ def notices(rt: Pimlico, s: Session, event: ev.DomainEvent, public_url: str) -> 
         return []
     kind, extra = outcome
     if extra["by"] is not None:
-        extra["by"] = name_of(s, extra["by"])
+        extra["by"] = facts.name(extra["by"])
     return [
         Notice(
             kind,
@@ -108,7 +106,7 @@ def notices(rt: Pimlico, s: Session, event: ev.DomainEvent, public_url: str) -> 
             (category, REQUESTOR),
             request.target,
             False,
-            {"request": facts, **extra},
+            {"request": shown, **extra},
         )
     ]
 
@@ -142,49 +140,53 @@ def _outcome(event: rq.RequestEvent, request: rq.Request) -> tuple[str, dict[str
 
 
 def _assignment_started(
-    rt: Pimlico, s: Session, event: ev.AssignmentActivated | ev.AssignmentCreated
+    rt: Pimlico, facts: Facts, event: ev.AssignmentActivated | ev.AssignmentCreated
 ) -> list[Notice]:
-    facts = event.assignment
-    action = _action_of(s, facts.request_id)
-    self_service = action is not None and action.is_self_service
-    context = {"assignment": _assignment_facts(s, facts), "request": None}
+    made = event.assignment
+    action = facts.action(made.request_id)
     if isinstance(event, ev.AssignmentActivated):
         if action is not rq.RequestAction.SELF_ACTIVATE:
             return []
-        context["request"] = _request_context(s, facts.request_id)
+        row = facts.session.get(RequestRow, made.request_id)
+        context = {
+            "assignment": facts.assignment(made),
+            "request": None if row is None else facts.request(request_of(row)),
+        }
         who = audience.administrators(rt, event.at)
         rule = (NotificationEvent.ACTIVATION, ADMIN)
-        identity = f"AssignmentActivated:{facts.assignment_id}"
+        identity = f"AssignmentActivated:{made.assignment_id}"
         return [
             Notice(
-                "activation_completed", identity, frozenset(who), rule, facts.target, False, context
+                "activation_completed", identity, frozenset(who), rule, made.target, False, context
             )
         ]
-    if self_service:
+    if action is not None and action.is_self_service:
         return []
-    who = audience.members(rt, facts.principal, event.at)
-    rule = (_category(action, facts.kind), REQUESTOR)
-    identity = f"AssignmentCreated:{facts.assignment_id}"
-    return [Notice("assigned", identity, frozenset(who), rule, facts.target, False, context)]
+    context = {"assignment": facts.assignment(made), "request": None}
+    who = audience.members(rt, made.principal, event.at)
+    rule = (_category(action, made.kind), REQUESTOR)
+    identity = f"AssignmentCreated:{made.assignment_id}"
+    return [Notice("assigned", identity, frozenset(who), rule, made.target, False, context)]
 
 
 def _assignment_ending(
-    rt: Pimlico, s: Session, event: ev.AssignmentExpiringSoon | ev.AssignmentEnded
+    rt: Pimlico, facts: Facts, event: ev.AssignmentExpiringSoon | ev.AssignmentEnded
 ) -> list[Notice]:
-    facts = event.assignment
-    context: dict[str, Any] = {"assignment": _assignment_facts(s, facts), "request": None}
+    made = event.assignment
+    context: dict[str, Any] = {"request": None}
     if isinstance(event, ev.AssignmentExpiringSoon):
         kind, critical = "expiring_soon", True
-        identity = f"AssignmentExpiringSoon:{facts.assignment_id}:{event.days_left}"
+        identity = f"AssignmentExpiringSoon:{made.assignment_id}:{event.days_left}"
         context["days_left"] = event.days_left
     elif event.reason == ev.EXPIRED:
         kind, critical = "assignment_expired", False
-        identity = f"AssignmentEnded:{facts.assignment_id}"
+        identity = f"AssignmentEnded:{made.assignment_id}"
     else:
         return []
-    who = audience.members(rt, facts.principal, event.at)
-    rule = (_category(_action_of(s, facts.request_id), facts.kind), REQUESTOR)
-    return [Notice(kind, identity, frozenset(who), rule, facts.target, critical, context)]
+    context["assignment"] = facts.assignment(made)
+    who = audience.members(rt, made.principal, event.at)
+    rule = (_category(facts.action(made.request_id), made.kind), REQUESTOR)
+    return [Notice(kind, identity, frozenset(who), rule, made.target, critical, context)]
 
 
 def _category(action: rq.RequestAction | None, kind: AssignmentKind) -> NotificationEvent:
@@ -193,67 +195,3 @@ def _category(action: rq.RequestAction | None, kind: AssignmentKind) -> Notifica
     if kind is AssignmentKind.ELIGIBLE:
         return NotificationEvent.ELIGIBLE_ASSIGNMENT
     return NotificationEvent.ACTIVE_ASSIGNMENT
-
-
-def _action_of(s: Session, request_id: str | None) -> rq.RequestAction | None:
-    if request_id is None:
-        return None
-    action = s.scalar(select(RequestRow.action).where(RequestRow.id == request_id))
-    return None if action is None else rq.RequestAction(action)
-
-
-def _request_context(s: Session, request_id: str | None) -> dict[str, Any] | None:
-    row = None if request_id is None else s.get(RequestRow, request_id)
-    return None if row is None else _request_facts(s, request_of(row))
-
-
-def _request_facts(s: Session, request: rq.Request) -> dict[str, Any]:
-    ticket = request.ticket
-    return {
-        "id": request.id,
-        "action": request.action.value,
-        "kind": request.kind.value,
-        "status": request.status.value,
-        "requester": name_of(s, request.requested_by),
-        "principal": name_of(s, request.principal.id),
-        "target": target_label(s, request.target),
-        "justification": request.justification,
-        "ticket": None if ticket is None else {"system": ticket.system, "number": ticket.number},
-        "requested_at": _instant(request.requested_at),
-        "start": _instant(request.schedule.start),
-        "end": _instant(request.schedule.end),
-    }
-
-
-def _assignment_facts(s: Session, facts: ev.AssignmentFacts) -> dict[str, Any]:
-    return {
-        "id": facts.assignment_id,
-        "kind": facts.kind.value,
-        "principal": name_of(s, facts.principal.id),
-        "principal_type": facts.principal.type.value,
-        "target": target_label(s, facts.target),
-        "start": _instant(facts.start),
-        "end": _instant(facts.end),
-    }
-
-
-def name_of(s: Session, principal_id: str) -> str:
-    """A principal's display name; its id if it is gone."""
-    for table in (UserRow, GroupRow, ServiceAccountRow):
-        name = s.scalar(select(table.display_name).where(table.id == principal_id))
-        if name is not None:
-            return str(name)
-    return principal_id
-
-
-def target_label(s: Session, target: Target) -> str:
-    if target.type is TargetType.ROLE:
-        name = s.scalar(select(RoleRow.name).where(RoleRow.id == target.object_id))
-        return f"{name or target.object_id} at {target.scope}"
-    group = name_of(s, target.object_id)
-    what = "membership" if target.type is TargetType.GROUP_MEMBER else "ownership"
-    return f"{what} of {group}"
-
-
-def _instant(at: datetime | None) -> str | None:
-    return None if at is None else at.strftime("%Y-%m-%d %H:%M UTC")

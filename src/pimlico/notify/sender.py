@@ -9,7 +9,7 @@ transactions that take no revision —
 1. **claim** up to ``batch`` due jobs with a lease, counting an attempt (``jobs.claims.claim``,
    the worker's own statement: ``SKIP LOCKED`` on PostgreSQL, so senders of several processes
    take disjoint jobs; a job whose lease ran out — its sender died — is claimable again);
-2. **send** each, no transaction open (``transport``);
+2. **render and send** each, no transaction open (``render``, ``transport``);
 3. **record** each outcome, if the job is still this sender's (``jobs.claims.retry``'s
    re-check): ``done``; or, as the worker does, ``pending`` again at
    ``base_delay * 2**(attempt-1)`` plus up to 10 % jitter with ``last_error`` kept, and
@@ -38,6 +38,7 @@ from pimlico.jobs.outbox import DONE, FAILED, PENDING, listen, listen_postgres, 
 from pimlico.jobs.worker import Job
 from pimlico.notify import transport
 from pimlico.notify.consumer import SEND_JOB
+from pimlico.notify.render import Renderer
 from pimlico.notify.settings import NotifySettings
 from pimlico.services.runtime import Pimlico
 
@@ -76,6 +77,7 @@ class Sender:
         dialect = rt.engine.dialect.name
         self._claiming = claims.claim([SEND_JOB], name=name, postgres=dialect == "postgresql")
         self._client = httpx.Client(timeout=settings.webhook_timeout)
+        self._renderer = Renderer(settings.notify_templates)
 
     def close(self) -> None:
         self._client.close()
@@ -137,17 +139,21 @@ class Sender:
     def _send(self, job: Job) -> Exception | None:
         """The error sending ``job`` failed with, ``None`` once sent."""
         payload = job.payload
-        channel = str(payload["channel"])
+        channel, kind = str(payload["channel"]), str(payload["kind"])
+        context = {**payload["context"], "recipient": payload.get("recipient")}
         try:
             if channel == "email":
                 if not self.settings.email_enabled:
                     raise _Skipped("email is off (no PIMLICO_SMTP_HOST)")
-                transport.send_email(self.settings, payload)
+                rendered = self._renderer.render(kind, context)
+                transport.send_email(self.settings, str(payload["to"]), rendered)
             else:
-                url = self.settings.chat_url(channel, str(payload["kind"]))
+                url = self.settings.chat_url(channel, kind)
                 if url is None:
-                    raise _Skipped(f"no {channel} webhook for {payload['kind']}")
-                transport.post_chat(self._client, url, transport.chat_payload(channel, payload))
+                    raise _Skipped(f"no {channel} webhook for {kind}")
+                rendered = self._renderer.render(kind, context)
+                body = transport.chat_payload(channel, rendered, context.get("link"))
+                transport.post_chat(self._client, url, body)
         except Exception as error:
             return error
         return None

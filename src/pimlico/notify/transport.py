@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from pimlico.notify.render import Rendered
 from pimlico.notify.settings import NotifySettings, SmtpSecurity
 
 _SLACK_HEADER = 150
@@ -35,24 +36,24 @@ class Permanent(Exception):
     """Sending failed in a way a retry will not change."""
 
 
-def email_message(settings: NotifySettings, payload: Mapping[str, Any]) -> EmailMessage:
+def email_message(settings: NotifySettings, to: str, rendered: Rendered) -> EmailMessage:
     message = EmailMessage()
     message["From"] = settings.smtp_from
-    message["To"] = str(payload["to"])
-    message["Subject"] = str(payload["subject"])
+    message["To"] = to
+    message["Subject"] = rendered.subject
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=_domain_of(settings.smtp_from))
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(str(payload["text"]))
-    message.add_alternative(str(payload["html"]), subtype="html")
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
     return message
 
 
-def send_email(settings: NotifySettings, payload: Mapping[str, Any]) -> None:
+def send_email(settings: NotifySettings, to: str, rendered: Rendered) -> None:
     host = settings.smtp_host
     if not host:
         raise Permanent("email is off (no PIMLICO_SMTP_HOST)")
-    message = email_message(settings, payload)
+    message = email_message(settings, to, rendered)
     context = tls_context(settings)
     timeout = settings.smtp_timeout
     smtp: smtplib.SMTP
@@ -84,10 +85,9 @@ def tls_context(settings: NotifySettings) -> ssl.SSLContext:
     return context
 
 
-def chat_payload(channel: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+def chat_payload(channel: str, rendered: Rendered, link: str | None) -> dict[str, Any]:
     """The JSON body of a chat message for ``channel`` (``slack`` or ``teams``)."""
-    subject, text = str(payload["subject"]), str(payload["text"]).strip()
-    link = payload.get("link")
+    subject, text = rendered.subject, rendered.text.strip()
     if channel == "slack":
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": subject[:_SLACK_HEADER]}},
