@@ -17,7 +17,8 @@ from pimlico.clock import FixedClock
 from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target
 from pimlico.jobs import handlers as job_handlers
 from pimlico.jobs.worker import Worker
-from pimlico.notify import NotifySettings, Sender
+from pimlico.notify import NotifySettings
+from pimlico.notify.sender import Sender
 from pimlico.services import assignments, directory, role_settings
 from pimlico.services.runtime import Actor, Pimlico
 from pimlico.settings import Settings

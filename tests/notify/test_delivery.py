@@ -16,7 +16,8 @@ from pimlico.clock import FixedClock
 from pimlico.db.tables import JobRow
 from pimlico.domain.requests import Schedule, Ticket
 from pimlico.jobs.outbox import DONE, FAILED, PENDING, enqueue
-from pimlico.notify import SEND_JOB, Sender
+from pimlico.notify import SEND_JOB
+from pimlico.notify.sender import Sender
 from pimlico.services import accounts, directory
 from pimlico.services.provisioning_work import ALERT_JOB, ProvisioningFailed, encode_alert
 from pimlico.services.runtime import Pimlico

@@ -223,3 +223,29 @@ def test_group_approvers_are_expanded_then_escalation_asks_more_and_a_denial_tel
     text, _ = bodies(denied)
     assert "denied by Frank" in text
     assert "Reason: not now" in text
+
+
+def test_a_stage_without_approvers_asks_whoever_may_approve_and_its_expiry_tells_the_requester(
+    rt: Pimlico, clock: FixedClock, smtp: SmtpServer, notifier: Notifier
+) -> None:
+    accounts.bootstrap_admin(
+        rt, user_name="root", password="correct horse battery", email="root@example.org"
+    )
+    alex = person(rt, "alex")
+    stage = {"approvers": [], "timeout": "PT2H"}
+    policy(
+        rt,
+        READER,
+        {"activation": {"require_mfa": False}, "approval": {"required": True, "stages": [stage]}},
+    )
+    eligible(rt, ref(alex), READER)
+    activate(rt, alex, READER, schedule=Schedule(duration=HOUR), justification="audit")
+    notifier.run()
+    asked = mails(smtp, "root@example.org", "approval needed")
+
+    clock.advance(2 * HOUR)
+    notifier.run()
+
+    assert len(asked) == 1
+    [expired] = mails(smtp, "alex@example.org", "expired")
+    assert "Nobody decided your request" in bodies(expired)[0]

@@ -29,16 +29,16 @@ from pimlico.jobs import handlers as job_handlers
 from pimlico.jobs.events import Consumer
 from pimlico.jobs.outbox import NewJob, enqueue_many
 from pimlico.jobs.worker import Handler, Job
-from pimlico.notify import audience, plan
+from pimlico.notify import SEND_JOB, audience, plan
 from pimlico.notify.facts import Facts
 from pimlico.notify.settings import NotifySettings
 from pimlico.services.runtime import Pimlico
 
 log = logging.getLogger(__name__)
 
-SEND_JOB = "notify.send"
-"""A message to send: ``{"channel": "email" | "slack" | "teams", "kind", "context"}`` (the
-template variables), with ``"to"`` and ``"recipient"`` (a name or ``None``) for email."""
+# ``SEND_JOB``: a message to send, ``{"channel": "email" | "slack" | "teams", "kind",
+# "context"}`` (the template variables), with ``"to"`` and ``"recipient"`` (a name or
+# ``None``) for email.
 CHAT_CHANNELS = ("slack", "teams")
 
 

@@ -36,8 +36,7 @@ import httpx
 from pimlico.jobs import claims
 from pimlico.jobs.outbox import DONE, FAILED, PENDING, listen, listen_postgres, next_due, unlisten
 from pimlico.jobs.worker import Job
-from pimlico.notify import transport
-from pimlico.notify.consumer import SEND_JOB
+from pimlico.notify import SEND_JOB, transport
 from pimlico.notify.render import Renderer
 from pimlico.notify.settings import NotifySettings
 from pimlico.services.runtime import Pimlico
