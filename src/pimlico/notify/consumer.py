@@ -12,6 +12,9 @@ that need someone to act (approval needed, expiring soon, provisioning failed); 
 ``default_recipients`` off only the rule's additional recipients get mail. Chat messages go
 out for a notice its rule lets through, to the channels configured for its kind.
 
+A ``notify.send`` payload: ``{"channel": "email" | "slack" | "teams", "kind", "context"}``
+(the template variables), with ``"to"`` and ``"recipient"`` (a name or ``None``) for email.
+
 Idempotent: every message's dedupe key is made of the event's identity, the kind, the channel
 and the address, so a repeated delivery of the same event enqueues nothing more.
 """
@@ -36,9 +39,6 @@ from pimlico.services.runtime import Pimlico
 
 log = logging.getLogger(__name__)
 
-# ``SEND_JOB``: a message to send, ``{"channel": "email" | "slack" | "teams", "kind",
-# "context"}`` (the template variables), with ``"to"`` and ``"recipient"`` (a name or
-# ``None``) for email.
 CHAT_CHANNELS = ("slack", "teams")
 
 
