@@ -23,7 +23,16 @@ from pimlico.services.provisioning_work import ALERT_JOB, ProvisioningFailed, en
 from pimlico.services.runtime import Pimlico
 from tests.integration.test_requests import READER, activate, purge_group, with_mfa
 from tests.integration.world import OPERATOR
-from tests.notify.conftest import Notifier, bodies, eligible, mails, notify_settings, person, ref
+from tests.notify.conftest import (
+    Notifier,
+    bodies,
+    eligible,
+    mails,
+    notify_settings,
+    person,
+    policy,
+    ref,
+)
 from tests.notify.servers import Receiver, SmtpServer, self_signed, server_context
 
 
@@ -265,3 +274,23 @@ def test_a_provisioning_failure_alerts_the_administrators(
     text, _ = bodies(mail)
     assert "grant access in cn=purge,ou=groups" in text
     assert "server down" in text
+
+
+def test_two_senders_at_once_send_each_message_once(rt: Pimlico, smtp: SmtpServer) -> None:
+    copies = [f"copy{i}@example.org" for i in range(20)]
+    rule = {"default_recipients": False, "additional_recipients": copies}
+    policy(rt, READER, {"notifications": {"eligible_assignment": {"requestor": rule}}})
+    notifier = Notifier(rt, notify_settings(smtp))
+    eligible(rt, ref(person(rt, "alex")), READER)
+    notifier.worker().run_once(rt.clock.now())
+    senders = [Sender(rt, notifier.settings, name=f"sender{i}", batch=1) for i in range(2)]
+    threads = [threading.Thread(target=sender.run_once) for sender in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for sender in senders:
+        sender.close()
+
+    assert sorted(to for rcpts, _ in smtp.inbox.messages for to in rcpts) == sorted(copies)
+    assert {job.status for job in send_jobs(rt)} == {DONE}
