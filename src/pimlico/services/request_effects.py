@@ -119,7 +119,7 @@ def activate_now(
     when it finishes: the caller has read what the rules needed, so that many activations
     can share one write (``services.activations``). Nothing in the write reads them back."""
     row = request_row(request, window, ())
-    record_submitted(w, row, request.justification)
+    record_submitted(w, row, request.justification, request)
     created = _provide(rt, w, row, request, eligible, checked=True)
     w.insert_later(REQUESTS, request_values(row))
     return row, created

@@ -85,9 +85,13 @@ def snapshot(row: RequestRow) -> dict[str, object]:
     }
 
 
-def record_submitted(w: WriteContext, row: RequestRow, reason: str | None) -> None:
-    """Audit and publish (``RequestSubmitted``) the request just stored."""
-    request = request_of(row)
+def record_submitted(
+    w: WriteContext, row: RequestRow, reason: str | None, request: Request | None = None
+) -> None:
+    """Audit and publish (``RequestSubmitted``) the request just stored (``request``: the
+    entity ``row`` was made from, if the caller has it — not read back from the row)."""
+    if request is None:
+        request = request_of(row)
     publish(
         w,
         RequestSubmitted(
