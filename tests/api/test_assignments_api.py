@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from pimlico.clock import FixedClock
-from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType
-from pimlico.services import assignments
+from pimlico.domain.catalogue import SECURITY_READER
+from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target
+from pimlico.services import accounts, assignments, directory
 from pimlico.services.runtime import Pimlico
 from pimlico.settings import Settings
 from tests.api.conftest import PASSWORD, SignIn
@@ -210,3 +211,24 @@ def test_assignment_lists_run_as_many_queries_for_many_items_as_for_few(
     add(10)
     many = [statements(rt, admin, path) for path in LISTS]
     assert many == few
+
+
+def test_a_service_account_s_own_active_assignments_are_its_mine(
+    rt: Pimlico, anonymous: TestClient
+) -> None:
+    robot = directory.create_service_account(rt, actor=OPERATOR, name="robot").value.id
+    held = assignments.assign(
+        rt,
+        actor=OPERATOR,
+        kind=AssignmentKind.ACTIVE,
+        principal=PrincipalRef(PrincipalType.SERVICE_ACCOUNT, robot),
+        target=Target.role(SECURITY_READER.id),
+        duration=timedelta(days=1),
+        justification="a policy point",
+    ).value
+    bearer = accounts.issue_token(rt, actor=OPERATOR, name="n", service_account_id=robot).bearer
+    headers = {"Authorization": f"Bearer {bearer}"}
+    for path in ("/api/v1/assignments/active/instances", "/api/v1/assignments/active/schedules"):
+        answer = anonymous.get(path, params={"mine": "true"}, headers=headers)
+        assert ids(answer) == [held.id]
+        assert answer.json()["items"][0]["principal"] == {"type": "service_account", "id": robot}

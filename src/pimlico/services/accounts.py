@@ -471,7 +471,8 @@ def _read(rt: Pimlico, token_id: str, now: datetime) -> _Known:
         return _Known(_digest(secrets.token_urlsafe(8)), None, now, time.monotonic())
     usable = row.revoked_at is None and bool(row.enabled)
     scopes = None if ALL_SCOPES in row.scopes else frozenset(row.scopes)
-    actor = Actor.principal(row.principal_id, scopes) if usable else None
+    kind = PrincipalType(row.principal_type)
+    actor = Actor.principal(row.principal_id, scopes, kind) if usable else None
     known = _Known(row.secret_hash, actor, row.expires_at, time.monotonic())
     _cache(rt).known[token_id] = known
     return known
@@ -503,6 +504,7 @@ _READING = (
     select(
         _TOKENS.c.secret_hash,
         _TOKENS.c.principal_id,
+        _TOKENS.c.principal_type,
         _TOKENS.c.scopes,
         _TOKENS.c.expires_at,
         _TOKENS.c.revoked_at,

@@ -20,6 +20,7 @@ from pimlico.clock import Clock, SystemClock
 from pimlico.db import mappers
 from pimlico.db.audit import WriteContext, begin_write, finish_write
 from pimlico.db.engine import make_engine, make_sessionmaker
+from pimlico.domain.model import PrincipalType
 from pimlico.domain.permissions import matches
 from pimlico.settings import Settings
 
@@ -42,14 +43,21 @@ class Actor:
     scopes: frozenset[str] | None = None
     """The permission patterns its credentials may use (a scoped token), or ``None``: all it
     holds. A scope narrows what the holder may do, never widens it."""
+    principal_type: PrincipalType = PrincipalType.USER
+    """What ``principal_id`` names: a user or a service account."""
 
     @classmethod
     def operator(cls, name: str = "cli") -> Actor:
         return cls(name=f"system:{name}", system=True)
 
     @classmethod
-    def principal(cls, principal_id: str, scopes: frozenset[str] | None = None) -> Actor:
-        return cls(name=principal_id, principal_id=principal_id, scopes=scopes)
+    def principal(
+        cls,
+        principal_id: str,
+        scopes: frozenset[str] | None = None,
+        principal_type: PrincipalType = PrincipalType.USER,
+    ) -> Actor:
+        return cls(principal_id, principal_id, False, scopes, principal_type)
 
     def may_use(self, permission: str) -> bool:
         """Do its credentials' scopes cover ``permission`` (whether it holds it or not)?"""

@@ -101,7 +101,7 @@ class Filters:
             )
         if self.mine:
             require_self(caller)
-            return PrincipalRef(PrincipalType.USER, caller.principal_id or "")
+            return PrincipalRef(caller.principal_type, caller.principal_id or "")
         if self.principal_id is None:
             return None
         return PrincipalRef(self.principal_type, self.principal_id)
