@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from pimlico.clock import FixedClock
-from pimlico.db.tables import ApiTokenRow, CredentialRow
-from pimlico.services import accounts, directory
+from pimlico.db.tables import ApiTokenRow, CredentialRow, RoleSettingsRow, UserRow
+from pimlico.services import accounts, assignment_changes, directory
 from pimlico.services.runtime import Actor, Pimlico
 from tests.api.conftest import ADMIN, PASSWORD, SignIn
-from tests.integration.world import OPERATOR, user
+from tests.integration.world import OPERATOR, audit_count, user
 
 
 def with_password(rt: Pimlico, name: str, password: str = PASSWORD) -> str:
@@ -232,6 +233,31 @@ def test_a_user_changes_their_password_with_the_current_one_and_sessions_end(
         "/api/v1/auth/sign-in", json={"user_name": "alex", "password": "a new long password"}
     )
     assert again.status_code == 201
+
+
+def test_bootstrap_admin_stores_all_of_the_administrator_or_nothing(
+    rt: Pimlico, anonymous: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the store failed while assigning")
+
+    before = audit_count(rt)
+    with monkeypatch.context() as patched:
+        patched.setattr(assignment_changes, "create", broken)
+        with pytest.raises(RuntimeError):
+            accounts.bootstrap_admin(rt, user_name="root", password=PASSWORD)
+    assert audit_count(rt) == before
+    with rt.reading() as s:
+        assert s.scalars(select(UserRow)).all() == []
+        assert s.scalars(select(CredentialRow)).all() == []
+        assert s.scalars(select(RoleSettingsRow)).all() == []
+    accounts.bootstrap_admin(rt, user_name="root", password=PASSWORD)
+    signed = anonymous.post(
+        "/api/v1/auth/sign-in", json={"user_name": "root", "password": PASSWORD}
+    )
+    assert signed.status_code == 201, signed.text
+    bearer = {"Authorization": f"Bearer {signed.json()['token']}"}
+    assert anonymous.get("/api/v1/users", headers=bearer).status_code == 200
 
 
 def test_bootstrap_admin_refuses_a_store_that_has_one(rt: Pimlico, admin_id: str) -> None:

@@ -29,7 +29,9 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy.orm import Session
 
+from pimlico.db.audit import WriteContext
 from pimlico.db.tables import ApiTokenRow, Base, CredentialRow, ServiceAccountRow, UserRow
 from pimlico.domain.catalogue import GLOBAL_ADMINISTRATOR, Perm
 from pimlico.domain.mfa import Attempts
@@ -42,6 +44,7 @@ from pimlico.domain.model import (
     new_id,
 )
 from pimlico.domain.permissions import pattern_problem
+from pimlico.domain.requests import RequestAction
 from pimlico.errors import (
     Conflict,
     FieldError,
@@ -51,10 +54,11 @@ from pimlico.errors import (
     PermissionDenied,
     TooManyAttempts,
 )
-from pimlico.services import assignments, directory, role_settings
+from pimlico.services import assignment_changes, directory, role_settings
 from pimlico.services.decisions import authorize
 from pimlico.services.guards import global_administrators
-from pimlico.services.lookups import check_name, get_row, user_by_name
+from pimlico.services.lookups import check_email, check_name, get_row, user_by_name
+from pimlico.services.request_effects import record_admin
 from pimlico.services.runtime import Actor, Pimlico, Written
 
 SESSION, PERSONAL, SERVICE = "session", "personal", "service"
@@ -136,22 +140,35 @@ def set_password(
             and (row is None or current_password is None or not _verify(row, current_password))
         ):
             raise PermissionDenied("the current password is needed, and was not given right")
-        if row is None:
-            row = CredentialRow(user_id=user_id, failed_attempts=0)
-            w.session.add(row)
-        row.password_hash = hashed
-        row.changed_at = w.at
-        row.changed_by = actor.name
-        row.failed_attempts, row.failures_since = 0, None
-        ended = _revoke_where(rt, w.session, actor, w.at, principal_id=user_id, kind=SESSION)
-        w.record(
-            action="credential.set",
-            target_type="user",
-            target_id=user_id,
-            before=None,
-            after={"sessions_ended": ended},
-        )
+        _store_password(rt, w, actor, user_id, hashed, row)
         return Written(None, w.revision)
+
+
+def _store_password(
+    rt: Pimlico,
+    w: WriteContext,
+    actor: Actor,
+    user_id: str,
+    hashed: str,
+    row: CredentialRow | None,
+) -> None:
+    """Store the user's new password hash (``row``: their credential, if they have one) and
+    end their sign-in sessions, in the write ``w``."""
+    if row is None:
+        row = CredentialRow(user_id=user_id, failed_attempts=0)
+        w.session.add(row)
+    row.password_hash = hashed
+    row.changed_at = w.at
+    row.changed_by = actor.name
+    row.failed_attempts, row.failures_since = 0, None
+    ended = _revoke_where(rt, w.session, actor, w.at, principal_id=user_id, kind=SESSION)
+    w.record(
+        action="credential.set",
+        target_type="user",
+        target_id=user_id,
+        before=None,
+        after={"sessions_ended": ended},
+    )
 
 
 def _verify(row: CredentialRow, password: str) -> bool:
@@ -586,36 +603,56 @@ def bootstrap_admin(
     Refused once anyone holds a password or Global Administrator. Returns the user's id."""
     check_password(password)
     user_name = check_name(user_name, "user_name")
+    display = check_name(display_name or user_name, "display_name")
+    email = check_email(email)
+    hashed = _HASHER.hash(password)
     operator = Actor.operator("bootstrap-admin")
-    with rt.reading() as s:
-        has_password = s.scalars(select(CredentialRow.user_id).limit(1)).first() is not None
-    if has_password or _has_global_administrator(rt):
-        raise Conflict("this store already has an administrator: bootstrap-admin is for a new one")
-    user = directory.create_user(
-        rt, actor=operator, user_name=user_name, display_name=display_name, email=email
-    ).value
-    set_password(rt, actor=operator, user_id=user.id, password=password)
-    role_settings.update_policy(
-        rt,
-        actor=operator,
-        target_type=TargetType.ROLE,
-        object_id=GLOBAL_ADMINISTRATOR.id,
-        changes={"assignment": {"allow_permanent_active": True}},
-    )
-    assignments.assign(
-        rt,
-        actor=operator,
-        kind=AssignmentKind.ACTIVE,
-        principal=PrincipalRef(PrincipalType.USER, user.id),
-        target=Target.role(GLOBAL_ADMINISTRATOR.id),
-        justification="Break-glass administrator created by pimlico bootstrap-admin",
-    )
+    why = "Break-glass administrator created by pimlico bootstrap-admin"
+    # One write: the user, the password, the settings change and the assignment (with its
+    # request) commit together or not at all; checked under the write lock, so two runs at
+    # once make one administrator.
+    with rt.writing(operator, request_id=new_id()) as w:
+        s = w.session
+        if s.scalars(select(CredentialRow.user_id).limit(1)).first() is not None or (
+            _has_global_administrator(rt, s)
+        ):
+            raise Conflict(
+                "this store already has an administrator: bootstrap-admin is for a new one"
+            )
+        user = directory.add_user(
+            w, user_name=user_name, display_name=display, email=email, manager_id=None
+        )
+        _store_password(rt, w, operator, user.id, hashed, None)
+        role_settings.change_settings(
+            w,
+            target_type=TargetType.ROLE,
+            object_id=GLOBAL_ADMINISTRATOR.id,
+            changes={"assignment": {"allow_permanent_active": True}},
+        )
+        made = assignment_changes.create(
+            rt,
+            w,
+            operator,
+            AssignmentKind.ACTIVE,
+            PrincipalRef(PrincipalType.USER, user.id),
+            Target.role(GLOBAL_ADMINISTRATOR.id),
+            None,
+            None,
+            None,
+            assignment_changes.Asked(why),
+        )
+        record_admin(
+            w,
+            RequestAction.ADMIN_ASSIGN,
+            operator.name,
+            made,
+            justification=why,
+            ticket=None,
+            idempotency_key=None,
+        )
     return user.id
 
 
-def _has_global_administrator(rt: Pimlico) -> bool:
-    with rt.reading() as s:
-        found = global_administrators(
-            s, now=rt.clock.now(), max_depth=rt.settings.max_nesting_depth
-        )
+def _has_global_administrator(rt: Pimlico, s: Session) -> bool:
+    found = global_administrators(s, now=rt.clock.now(), max_depth=rt.settings.max_nesting_depth)
     return bool(found.active)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from pimlico.db import mappers
+from pimlico.db.audit import WriteContext
 from pimlico.db.tables import GroupRow, MembershipRow, ServiceAccountRow, UserRow
 from pimlico.domain.catalogue import BUILT_IN_ROLE_IDS, Perm
 from pimlico.domain.model import (
@@ -45,27 +46,37 @@ def create_user(
     email = check_email(email)
     with rt.writing(actor) as w:
         authorize(rt, actor, Perm.USERS_WRITE)
-        s = w.session
-        if s.scalars(select(UserRow.id).where(UserRow.user_name_key == user_name.lower())).first():
-            raise AlreadyExists(f"user name {user_name!r} is taken")
-        if manager_id is not None:
-            get_row(s, UserRow, manager_id, "manager")
-        row = UserRow(
-            id=new_id(),
-            user_name=user_name,
-            user_name_key=user_name.lower(),
-            display_name=display,
-            email=email,
-            enabled=True,
-            manager_id=manager_id,
-            created_at=w.at,
-            updated_at=w.at,
+        user = add_user(
+            w, user_name=user_name, display_name=display, email=email, manager_id=manager_id
         )
-        s.add(row)
-        s.flush()
-        user = mappers.user(row)
-        record_change(w, "user.create", user)
     return Written(user, w.revision)
+
+
+def add_user(
+    w: WriteContext, *, user_name: str, display_name: str, email: str | None, manager_id: str | None
+) -> User:
+    """``create_user`` inside the write ``w``, its inputs checked and its caller authorized."""
+    s = w.session
+    if s.scalars(select(UserRow.id).where(UserRow.user_name_key == user_name.lower())).first():
+        raise AlreadyExists(f"user name {user_name!r} is taken")
+    if manager_id is not None:
+        get_row(s, UserRow, manager_id, "manager")
+    row = UserRow(
+        id=new_id(),
+        user_name=user_name,
+        user_name_key=user_name.lower(),
+        display_name=display_name,
+        email=email,
+        enabled=True,
+        manager_id=manager_id,
+        created_at=w.at,
+        updated_at=w.at,
+    )
+    s.add(row)
+    s.flush()
+    user = mappers.user(row)
+    record_change(w, "user.create", user)
+    return user
 
 
 def update_user(

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from pimlico.db.audit import WriteContext
 from pimlico.db.tables import GroupRow, RoleRow, RoleSettingsRow
 from pimlico.domain.catalogue import Perm
 from pimlico.domain.model import TargetType, new_id
@@ -115,31 +116,46 @@ def update_policy(
             raise PreconditionRequired(
                 "send If-Match with the ETag of the settings you read (GET them first)"
             )
-        s = w.session
-        _check_target(s, target_type, object_id)
-        current = load_policy(s, target_type, object_id)
-        if if_version is not None and if_version != current.version:
-            raise PreconditionFailed(
-                f"the settings are at version {current.version}, not {if_version}: "
-                "someone changed them; read them again"
-            )
-        settings = with_changes(current.settings, changes)
-        row = _row(s, target_type, object_id)
-        if row is None:
-            row = RoleSettingsRow(
-                id=new_id(), target_type=target_type.value, object_id=object_id, version=0
-            )
-            s.add(row)
-        row.settings = to_dict(settings)
-        row.version = current.version + 1
-        row.updated_at = w.at
-        row.updated_by = actor.name
-        s.flush()
-        w.record(
-            action="role_settings.update",
-            target_type="role_settings",
-            target_id=f"{target_type.value}:{object_id}",
-            before=to_dict(current.settings),
-            after=row.settings,
+        policy = change_settings(
+            w, target_type=target_type, object_id=object_id, changes=changes, if_version=if_version
         )
-    return Written(Policy(target_type, object_id, settings, row.version), w.revision)
+    return Written(policy, w.revision)
+
+
+def change_settings(
+    w: WriteContext,
+    *,
+    target_type: TargetType,
+    object_id: str,
+    changes: Mapping[str, object],
+    if_version: int | None = None,
+) -> Policy:
+    """``update_policy`` inside the write ``w``, its caller authorized."""
+    s = w.session
+    _check_target(s, target_type, object_id)
+    current = load_policy(s, target_type, object_id)
+    if if_version is not None and if_version != current.version:
+        raise PreconditionFailed(
+            f"the settings are at version {current.version}, not {if_version}: "
+            "someone changed them; read them again"
+        )
+    settings = with_changes(current.settings, changes)
+    row = _row(s, target_type, object_id)
+    if row is None:
+        row = RoleSettingsRow(
+            id=new_id(), target_type=target_type.value, object_id=object_id, version=0
+        )
+        s.add(row)
+    row.settings = to_dict(settings)
+    row.version = current.version + 1
+    row.updated_at = w.at
+    row.updated_by = w.actor
+    s.flush()
+    w.record(
+        action="role_settings.update",
+        target_type="role_settings",
+        target_id=f"{target_type.value}:{object_id}",
+        before=to_dict(current.settings),
+        after=row.settings,
+    )
+    return Policy(target_type, object_id, settings, row.version)
