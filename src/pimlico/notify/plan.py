@@ -65,6 +65,8 @@ def notices(rt: Pimlico, facts: Facts, event: ev.DomainEvent, public_url: str) -
         return _assignment_started(rt, facts, event)
     if isinstance(event, ev.AssignmentExpiringSoon | ev.AssignmentEnded):
         return _assignment_ending(rt, facts, event)
+    if not _may_notify(event):
+        return []  # (most self-activations: asked for nothing to be read)
     row = s.get(RequestRow, event.request_id)
     if row is None:
         return []
@@ -109,6 +111,15 @@ def notices(rt: Pimlico, facts: Facts, event: ev.DomainEvent, public_url: str) -
             {"request": shown, **extra},
         )
     ]
+
+
+def _may_notify(event: rq.RequestEvent) -> bool:
+    """Whether a request event may call for a notice, told from the event alone."""
+    if isinstance(event, rq.RequestSubmitted):
+        return event.status is rq.RequestStatus.PENDING_APPROVAL
+    if isinstance(event, rq.ApprovalStageCompleted):
+        return event.next_stage is not None
+    return True
 
 
 def _approver_refs(
