@@ -113,10 +113,13 @@ def test_list_current_sees_members_added_and_removed_by_hand(
     assert connector.list_current(group) == {bob}
 
 
-def test_five_hundred_members_go_in_and_out_with_one_patch_each(
+def test_two_hundred_members_go_in_and_out_with_one_patch_each(
     scim: ScimServer, connector: ScimConnector
 ) -> None:
-    ids = scim.create_users((f"user{n:03}", None) for n in range(500))
+    # (200, not more: the test server checks every member against every term of the remove
+    # filter, so its time grows with their product — 500 took 3 s, near the 5 s timeout on a
+    # loaded machine.)
+    ids = scim.create_users((f"user{n:03}", None) for n in range(200))
     group = scim.create_group("mail-purge")
     scim.requests.clear()
 
