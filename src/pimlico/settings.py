@@ -17,6 +17,8 @@ from typing import Self
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pimlico.notify.settings import NotifySettings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DATABASE_URL = "sqlite:///./pimlico.db"
@@ -162,6 +164,13 @@ class Settings(BaseSettings):
         description=(
             "Seconds between reconcile passes of the dispatcher (one also runs when it "
             "starts); 0: only at start and on demand (`pimlico reconcile`)."
+        ),
+    )
+    notify: NotifySettings = Field(
+        default_factory=NotifySettings,
+        description=(
+            "Notifications: PIMLICO_SMTP_*, PIMLICO_PUBLIC_URL, PIMLICO_NOTIFY_TEMPLATES, "
+            "PIMLICO_SLACK_WEBHOOK_URL, PIMLICO_TEAMS_WEBHOOK_URL (docs/notifications.md)."
         ),
     )
 

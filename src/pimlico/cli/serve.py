@@ -25,10 +25,12 @@ from typing import Annotated
 
 import typer
 
+from pimlico import notify
 from pimlico.cli._common import fail_with, runtime, say, settings
 from pimlico.jobs import provisioning
-from pimlico.jobs.handlers import WORKER_HANDLERS
+from pimlico.jobs.handlers import worker_handlers
 from pimlico.jobs.worker import Worker
+from pimlico.notify.sender import Sender
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,9 @@ def serve(
             uvicorn.Config(app, log_level=log_level.value, lifespan="on", server_header=False)
         )
         name = f"{socket.gethostname()}:{os.getpid()}"
-        running = None if no_worker else Worker(rt, WORKER_HANDLERS, name=name)
+        running = None if no_worker else Worker(rt, worker_handlers(rt.settings), name=name)
         dispatcher: provisioning.Dispatcher | None = None
+        sender: Sender | None = None
 
         def finish(signum: int, frame: object) -> None:
             server.should_exit = True  # (a signal before uvicorn's handlers are in place)
@@ -82,6 +85,8 @@ def serve(
                 running.wake()
             if dispatcher is not None:
                 dispatcher.wake()
+            if sender is not None:
+                sender.wake()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, finish)
@@ -92,6 +97,7 @@ def serve(
             )
             thread.start()
             dispatcher, dispatching = provisioning.start(rt, name=name, stop=stop)
+            sender, sending = notify.start_sender(rt, rt.settings.notify, name=name, stop=stop)
         say(f"Pimlico serving on {_url(listening)} (API documents: {_url(listening)}/docs)")
         say(
             f"worker {name} embedded"
@@ -106,6 +112,7 @@ def serve(
             if thread is not None:
                 thread.join()
                 dispatching.join()
+                sending.join()
     say("stopped")
 
 

@@ -32,6 +32,7 @@ from pimlico.jobs.worker import Batched, Handler, Job
 from pimlico.services import approvals, assignment_events, provisioning, request_effects
 from pimlico.services.provisioning_work import ALERT_JOB
 from pimlico.services.runtime import Pimlico
+from pimlico.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,4 +79,14 @@ HANDLERS: Mapping[str, Handler] = handlers()
 """The handlers of a worker with no event consumers."""
 
 WORKER_HANDLERS: Mapping[str, Handler] = handlers({provisioning.CONSUMER: provisioning.follow})
-"""The handlers of Pimlico's worker: events delivered to provisioning."""
+"""A worker's handlers with events delivered to provisioning only (no notifications)."""
+
+
+def worker_handlers(settings: Settings) -> dict[str, Handler]:
+    """The handlers of Pimlico's worker (``pimlico worker``, ``pimlico serve``): events
+    delivered to provisioning and to notifications, which record the messages to send; the
+    notifications' sender (``notify.start_sender``) sends them, outside the worker."""
+    from pimlico import notify
+
+    consumers = {provisioning.CONSUMER: provisioning.follow, **notify.consumers(settings.notify)}
+    return {**handlers(consumers), **notify.handlers(settings.notify)}
