@@ -19,8 +19,10 @@ from pimlico.jobs.worker import Worker
 from pimlico.services import assignments
 from pimlico.services.runtime import Pimlico
 from pimlico.settings import Settings
+from tests.api.conftest import PASSWORD, SignIn
+from tests.api.test_auth import with_password
 from tests.api.test_directory_api import API, problem, rules, walk
-from tests.integration.world import OPERATOR, audit_count, role, user
+from tests.integration.world import OPERATOR, audit_count, role
 
 SECRET = "s3cret-signing-key"
 HOOK = {"url": "http://127.0.0.1:9/hook"}
@@ -99,7 +101,7 @@ def test_connector_names_are_unique_and_a_connector_is_disabled_not_deleted(
 
 
 def test_a_mapping_is_made_listed_and_ended_and_drives_provisioning_states(
-    rt: Pimlico, admin: TestClient
+    rt: Pimlico, admin: TestClient, sign_in: SignIn
 ) -> None:
     add(admin)
     reader = role(rt, "Reader", "app.read")
@@ -114,7 +116,7 @@ def test_a_mapping_is_made_listed_and_ended_and_drives_provisioning_states(
     assert mapped.status_code == 201, mapped.text
     mapping = mapped.json()
     assert mapping["target"] == {"type": "role", "object_id": reader, "scope": "/"}
-    alex = user(rt, "alex").id
+    alex = with_password(rt, "alex")
     held = assignments.assign(
         rt,
         actor=OPERATOR,
@@ -132,6 +134,14 @@ def test_a_mapping_is_made_listed_and_ended_and_drives_provisioning_states(
     [state] = states.json()
     assert (state["connector"], state["principal_id"], state["present"]) == ("hooks", alex, True)
     assert (state["status"], state["attempts"]) == ("pending", 0)
+    with_password(rt, "eve")
+    own = sign_in("alex", PASSWORD).get(f"{API}/assignments/{held.id}/provisioning")
+    assert own.status_code == 200, own.text
+    assert [s["principal_id"] for s in own.json()] == [alex]
+    other = sign_in("eve", PASSWORD).get(f"{API}/assignments/{held.id}/provisioning")
+    problem(other, 403, "PermissionDenied")
+    nothing = sign_in("eve", PASSWORD).get(f"{API}/assignments/{reader}/provisioning")
+    problem(nothing, 403, "PermissionDenied")
     everyone = walk(admin, f"{API}/provisioning", limit=1)
     assert [(s["principal_id"], s["mapping_id"]) for s in everyone] == [(alex, mapping["id"])]
     ended = admin.delete(f"{API}/connector-mappings/{mapping['id']}")

@@ -42,6 +42,7 @@ from pimlico.domain.catalogue import Perm
 from pimlico.domain.decisions import Access
 from pimlico.domain.model import PrincipalType, new_id
 from pimlico.domain.scopes import ancestors
+from pimlico.errors import PermissionDenied
 from pimlico.services.decisions import authorize
 from pimlico.services.lookups import get_row
 from pimlico.services.provisioning_wake import wake_after_commit
@@ -307,9 +308,21 @@ def states_of_assignment(
     rt: Pimlico, *, actor: Actor, assignment_id: str
 ) -> list[ProvisioningState]:
     """The provisioning states an assignment drives: per connector mapping its target, for
-    its principal (or, for a group, each principal provisioned under it)."""
-    authorize(rt, actor, Perm.ASSIGNMENTS_READ)
+    its principal (or, for a group, each principal provisioned under it). Readers of
+    assignments see any; a user or service account sees those of its own assignments."""
+    try:
+        authorize(rt, actor, Perm.ASSIGNMENTS_READ)
+        own = False
+    except PermissionDenied:
+        own = True  # (refused below unless the assignment is the actor's own)
     with rt.reading() as s:
+        a = s.get(AssignmentRow, assignment_id)
+        if own and (
+            a is None or actor.principal_id is None or a.principal_id != actor.principal_id
+        ):
+            raise PermissionDenied(
+                "only the assignment's holder or a reader of assignments may read its provisioning"
+            )
         a = get_row(s, AssignmentRow, assignment_id, "assignment")
         query = (
             select(
