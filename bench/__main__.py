@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench import activations, decisions, http_activations, http_check, worker
+from bench import activations, decisions, http_activations, http_check, revocation, worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,7 @@ BENCHMARKS = (
     Benchmark(activations.NAME, activations.add_arguments, activations.run),
     Benchmark(http_check.NAME, http_check.add_arguments, http_check.run),
     Benchmark(http_activations.NAME, http_activations.add_arguments, http_activations.run),
+    Benchmark(revocation.NAME, revocation.add_arguments, revocation.run),
 )
 
 
