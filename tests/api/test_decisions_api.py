@@ -113,3 +113,25 @@ def test_a_write_s_revision_makes_the_next_check_see_it(
     access = admin.get(f"/api/v1/principals/{bob}/access").json()
     assert [r["role_id"] for r in access["roles"]] == [role_id]
     assert ["app.read", "/"] in access["permissions"]
+
+
+def test_a_malformed_check_is_a_problem_naming_each_field(admin: TestClient) -> None:
+    path = "/api/v1/decisions/check"
+    missing = admin.post(path, json={"scope": "/"})
+    assert missing.status_code == 400, missing.text
+    assert missing.headers["content-type"] == "application/problem+json"
+    fields = {(e["field"], e["rule"]) for e in missing.json()["errors"]}
+    assert {("principal_id", "missing"), ("permission", "missing")} <= fields
+    typed = admin.post(
+        path, json={"principal_id": "x", "permission": "p", "at_least_revision": -1, "at": "no"}
+    )
+    assert typed.status_code == 400, typed.text
+    named = {e["field"] for e in typed.json()["errors"]}
+    assert {"at_least_revision", "at"} <= named
+    broken = admin.post(
+        path, content=b'{"principal_id": ', headers={"Content-Type": "application/json"}
+    )
+    assert broken.status_code == 400, broken.text
+    assert broken.json()["code"] == "InvalidInput"
+    anonymous_first = admin.post(path, json={}, headers={"Authorization": "Bearer nope"})
+    assert anonymous_first.status_code == 401
