@@ -16,6 +16,7 @@ from pimlico.jobs.provisioning import Dispatcher
 from pimlico.services import (
     assignments,
     connector_mappings,
+    connectors,
     directory,
     provisioning,
     requests,
@@ -100,6 +101,28 @@ def test_access_is_revoked_downstream_once_its_end_instant_comes(
     assert downstream.members(obj) == set()
     states = provisioning.states_of_assignment(rt, actor=OPERATOR, assignment_id=assignment)
     assert [s.status for s in states] == [provisioning.REVOKED]
+
+
+def test_a_revocation_takes_away_the_identity_that_was_granted_whatever_a_lookup_says_now(
+    rt: Pimlico, clock: FixedClock, dispatcher: Dispatcher, downstream: Downstream
+) -> None:
+    obj = mapped_reader(rt, downstream)
+    alex = user(rt, downstream.role("alex", login=True))
+    active(rt, alex, READER)
+    settle(rt, clock, dispatcher)
+    assert downstream.members(obj) == {f"{downstream.prefix}-alex"}
+    # The administrator points the connector at other login roles: a lookup of Alex's
+    # identity would now find none, but what was granted must still be taken away.
+    connectors.update_connector(
+        rt,
+        actor=OPERATOR,
+        name="db",
+        config={"dsn": downstream.dsn(), "identity_template": "{user_name}-elsewhere"},
+    )
+    clock.advance(HOUR)
+    settle(rt, clock, dispatcher)
+
+    assert downstream.members(obj) == set()
 
 
 def test_an_early_deactivation_is_revoked_downstream(

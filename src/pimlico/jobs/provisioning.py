@@ -217,8 +217,18 @@ class Dispatcher:
             ]
         connector = entry[1]
         try:
-            members = [Member(i.principal_id, i.user_name, i.email, i.display_name) for i in items]
-            identities = connector.resolve(members)
+            # A revocation takes away the identity that was granted, as recorded then: no
+            # lookup downstream (ten thousand ends in one second are ten thousand lookups).
+            identities: dict[str, str | None] = {}
+            if not present:
+                identities = {i.principal_id: i.identity for i in items if i.identity}
+            members = [
+                Member(i.principal_id, i.user_name, i.email, i.display_name)
+                for i in items
+                if i.principal_id not in identities
+            ]
+            if members:
+                identities |= connector.resolve(members)
             known = [i for i in items if identities.get(i.principal_id)]
             ids = [identities[i.principal_id] or "" for i in known]
             if present:

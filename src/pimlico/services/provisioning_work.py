@@ -63,6 +63,8 @@ class Work:
     user_name: str
     email: str | None
     display_name: str | None
+    identity: str | None = None
+    """The identity downstream recorded when the access was last granted, if it was."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,7 @@ def claim(rt: Pimlico, *, name: str, now: datetime, lease: timedelta, batch: int
                 user_name,
                 email,
                 display,
+                r.identity,
             )
         )
     return work
