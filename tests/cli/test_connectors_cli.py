@@ -68,7 +68,7 @@ def test_status_shows_a_failure_with_its_downstream_error(
     pimlico(f"connectors map db --target 'role:Security Reader' --object {downstream.prefix}-gone")
     alex = downstream.role("alex", login=True)
     pimlico(f"user create {alex}")
-    pimlico(
+    made = pimlico.assignment_id(
         f"assignment add {alex} 'role:Security Reader' --active --duration PT1H "
         "--justification test"
     )
@@ -79,6 +79,15 @@ def test_status_shows_a_failure_with_its_downstream_error(
     assert "failed" in status
     assert "no role" in status
     assert alex in status
+    own = pimlico(f"connectors status --assignment {made}").stdout
+    assert "failed" in own
+    assert alex in own
+    bob = downstream.role("bob", login=True)
+    pimlico(f"user create {bob}")
+    other = pimlico.assignment_id(
+        f"assignment add {bob} 'role:Security Reader' --eligible --duration P1D"
+    )
+    assert bob not in pimlico(f"connectors status --assignment {other}").stdout
 
 
 def test_reconcile_dry_run_says_what_it_would_do_and_does_nothing(

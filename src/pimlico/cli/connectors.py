@@ -191,10 +191,23 @@ def status(
     only: Annotated[
         str | None, typer.Option("--status", help="pending, provisioned, failed or revoked.")
     ] = None,
+    assignment: Annotated[
+        str | None,
+        typer.Option("--assignment", help="Only where this assignment is provisioned."),
+    ] = None,
 ) -> None:
     """Provisioning states, failures first, with their downstream errors."""
     with runtime() as rt:
-        found = provisioning.states(rt, actor=ACTOR, connector=name, status=only)
+        if assignment is None:
+            found = provisioning.states(rt, actor=ACTOR, connector=name, status=only)
+        else:
+            found = [
+                s
+                for s in provisioning.states_of_assignment(
+                    rt, actor=ACTOR, assignment_id=assignment
+                )
+                if name in (None, s.connector) and only in (None, s.status)
+            ]
         names = resolve.labels(rt, {s.principal_id for s in found})
     listing = table(
         "Provisioning",
