@@ -433,11 +433,19 @@ def _database_of(session: Session) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
-def listen_postgres(engine: Engine, wake: threading.Event, stop: threading.Event) -> None:
-    """Set ``wake`` on every notification of a commit that enqueued jobs, until ``stop``.
+def listen_postgres(
+    engine: Engine,
+    wake: threading.Event,
+    stop: threading.Event,
+    *,
+    channel: str = CHANNEL,
+    every: float = 1.0,
+) -> None:
+    """Set ``wake`` on every notification on ``channel`` (by default, of a commit that
+    enqueued jobs), until ``stop``.
 
-    Runs in its own thread with its own connection (autocommit, ``LISTEN pimlico_jobs``),
-    looking at ``stop`` every second. Returns at once for a database that is not PostgreSQL.
+    Runs in its own thread with its own connection (autocommit, ``LISTEN``), looking at
+    ``stop`` every ``every`` seconds. Returns at once for a database that is not PostgreSQL.
     A lost connection ends it (the worker's cap still bounds its sleep).
     """
     if engine.dialect.name != "postgresql":
@@ -446,7 +454,7 @@ def listen_postgres(engine: Engine, wake: threading.Event, stop: threading.Event
 
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f"LISTEN {CHANNEL}")
+        connection.execute(f"LISTEN {channel}")
         while not stop.is_set():
-            for _ in connection.notifies(timeout=1.0, stop_after=1):
+            for _ in connection.notifies(timeout=every, stop_after=1):
                 wake.set()

@@ -14,6 +14,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy import event as event_api
 from sqlalchemy.orm import Session
 
+from pimlico.jobs import outbox
+
 CHANNEL = "pimlico_provisioning"
 _WAKE_FLAG = "pimlico.provisioning.wake"
 _lock = threading.Lock()
@@ -70,13 +72,4 @@ def unlisten(engine: Engine, wake: threading.Event) -> None:
 def listen_postgres(engine: Engine, wake: threading.Event, stop: threading.Event) -> None:
     """Set ``wake`` on every ``pimlico_provisioning`` notification until ``stop`` (a thread
     of its own, its own autocommit connection). Returns at once on SQLite."""
-    if engine.dialect.name != "postgresql":
-        return
-    import psycopg
-
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f"LISTEN {CHANNEL}")
-        while not stop.is_set():
-            for _ in connection.notifies(timeout=0.5, stop_after=1):
-                wake.set()
+    outbox.listen_postgres(engine, wake, stop, channel=CHANNEL, every=0.5)
