@@ -316,14 +316,15 @@ def states_of_assignment(
     except PermissionDenied:
         own = True  # (refused below unless the assignment is the actor's own)
     with rt.reading() as s:
-        a = s.get(AssignmentRow, assignment_id)
-        if own and (
-            a is None or actor.principal_id is None or a.principal_id != actor.principal_id
-        ):
-            raise PermissionDenied(
-                "only the assignment's holder or a reader of assignments may read its provisioning"
-            )
-        a = get_row(s, AssignmentRow, assignment_id, "assignment")
+        if own:
+            a = s.get(AssignmentRow, assignment_id)
+            if a is None or actor.principal_id is None or a.principal_id != actor.principal_id:
+                raise PermissionDenied(
+                    "only the assignment's holder or a reader of assignments may read its "
+                    "provisioning"
+                )
+        else:
+            a = get_row(s, AssignmentRow, assignment_id, "assignment")
         query = (
             select(
                 ProvisioningRow,
