@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from pimlico import __version__
+from pimlico import __version__, web
 from pimlico.api import metrics, problems
 from pimlico.api.routes import (
     approvals,
@@ -81,4 +81,6 @@ def create_app(settings: Settings, *, runtime: Pimlico | None = None) -> FastAPI
         connectors,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    # After the API's routes: no portal page is matched before an operation of the API.
+    web.install(app)
     return app

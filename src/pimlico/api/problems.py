@@ -125,7 +125,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
-        errors = [_field_error(e) for e in error.errors()]
+        errors = [field_error(e) for e in error.errors()]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
         return problem_response(
             400, InvalidInput.code, detail, instance=request.url.path, errors=errors
@@ -163,6 +163,6 @@ def install(app: FastAPI) -> None:
         )
 
 
-def _field_error(error: Any) -> FieldError:
+def field_error(error: Any) -> FieldError:
     where = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
     return FieldError(".".join(where) or "body", str(error.get("type", "invalid")), error["msg"])

@@ -23,7 +23,9 @@ from pimlico.services.runtime import Actor, Pimlico
 
 
 def get_user(rt: Pimlico, *, actor: Actor, user_id: str) -> User:
-    authorize(rt, actor, Perm.USERS_READ)
+    """A user; anyone may read their own record, others need ``pim.users.read``."""
+    if actor.principal_id != user_id or not actor.may_use("pim.self"):
+        authorize(rt, actor, Perm.USERS_READ)
     with rt.reading() as s:
         return mappers.user(get_row(s, UserRow, user_id, "user"))
 

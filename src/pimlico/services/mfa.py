@@ -273,6 +273,20 @@ def fresh_verifications(
     return {user_id: latest for user_id, latest in rows if is_fresh(latest, at, window)}
 
 
+def factor_of(rt: Pimlico, *, actor: Actor, user_id: str) -> Factor | None:
+    """The user's factor in use or being enrolled (never its secret), or ``None``. The user
+    themselves may ask, and holders of ``pim.users.read``."""
+    if not (actor.system or actor.principal_id == user_id):
+        authorize(rt, actor, Perm.USERS_READ)
+    with rt.reading() as s:
+        row = s.scalars(
+            select(MfaFactorRow).where(
+                MfaFactorRow.user_id == user_id, MfaFactorRow.removed_at.is_(None)
+            )
+        ).first()
+        return None if row is None else _factor(row)
+
+
 def remove(
     rt: Pimlico, *, actor: Actor, user_id: str, reason: str | None = None
 ) -> Written[Factor]:
