@@ -8,6 +8,10 @@ has just activated something passes the ``Pimlico-Revision`` of that write, and 
 asks with it as ``at_least_revision``: the answer reflects the activation even if it went
 through another Pimlico server.
 
+People in a browser use the HTML pages of ``web`` (``/`` and ``/web/...``): they sign in to
+Pimlico through the console, which keeps their session in an HttpOnly cookie, and the same
+``check`` decides what they may do.
+
 ``create_console(pimlico_url, console_token, transport=None)`` builds the app;
 ``from_environment`` builds it from ``PIMLICO_URL`` and ``PIMLICO_TOKEN`` (for
 ``uvicorn --factory``).
@@ -22,6 +26,7 @@ import httpx
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 
+from examples.mail_console import web
 from pimlico.client import ApiError, Client
 
 SCOPE = "/apps/mail"
@@ -72,6 +77,9 @@ def create_console(
             return JSONResponse({"error": "You need the Search and Purge role"}, status_code=403)
         return JSONResponse({"purged": message_id})
 
+    console.include_router(
+        web.router(pimlico_url=pimlico_url, allowed=allowed, transport=transport)
+    )
     return console
 
 
