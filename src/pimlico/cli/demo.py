@@ -73,5 +73,6 @@ def sign_ins() -> None:
     for name, _, _, part in PEOPLE:
         say(f"  {name:<6} {demo_password(name):<{width}}  {part}")
     example = f'{{"user_name": "alex", "password": "{demo_password("alex")}"}}'
-    say(f"Sign in: POST /api/v1/auth/sign-in {example}")
+    say("Sign in to the portal at /portal/ with one of them, or through the API:")
+    say(f"  POST /api/v1/auth/sign-in {example}")
     say("The CLI walk of the same stories: `uv run pimlico demo walkthrough`.")

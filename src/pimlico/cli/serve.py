@@ -99,6 +99,7 @@ def serve(
             dispatcher, dispatching = provisioning.start(rt, name=name, stop=stop)
             sender, sending = notify.start_sender(rt, rt.settings.notify, name=name, stop=stop)
         say(f"Pimlico serving on {_url(listening)} (API documents: {_url(listening)}/docs)")
+        say(f"Sign in to the portal: {_url(listening)}/portal/")
         say(
             f"worker {name} embedded"
             if running is not None
