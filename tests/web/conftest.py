@@ -23,7 +23,6 @@ Fixtures:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
 
 import pytest
 from examples.mail_console.app import create_console
@@ -39,6 +38,7 @@ from tests.web.harness import (
     Device,
     LiveConsole,
     LivePimlico,
+    NewContext,
     console_token,
     context_options,
     serve,
@@ -74,12 +74,6 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield launched
     launched.close()
-
-
-class NewContext(Protocol):
-    """``new_context(device="desktop")``: a fresh context (own cookies) of that size."""
-
-    def __call__(self, device: Device = ...) -> BrowserContext: ...
 
 
 @pytest.fixture

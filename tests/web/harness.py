@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import uvicorn
 from fastapi import FastAPI
-from playwright.sync_api import Page
+from playwright.sync_api import BrowserContext, Page
 from pydantic import SecretStr
 
 from pimlico.demo import Demo
@@ -75,6 +75,13 @@ KEY = "q5wqT0Vf0mB3rXy2kZ8nN4pL7sD1gH6jC9vE2aR5tYU="
 """A fixed Fernet key (secrets at rest, e.g. TOTP seeds): the store is thrown away anyway."""
 
 OPERATOR = Actor.operator("web-test")
+
+
+class NewContext(Protocol):
+    """The ``new_context`` fixture: ``new_context(device="desktop")`` opens a fresh context
+    (its own cookies: one person) of that size, closed after the test."""
+
+    def __call__(self, device: Device = ...) -> BrowserContext: ...
 
 
 def context_options(device: Device) -> dict[str, Any]:
