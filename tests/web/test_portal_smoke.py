@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from playwright.sync_api import expect
 
 from pimlico.demo import demo_password
@@ -14,15 +13,6 @@ from tests.web.harness import LivePimlico, NewContext, screenshot
 SIGN_IN = "/portal/sign-in"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the portal answers every page with Referrer-Policy: no-referrer, so Chromium posts its "
-        "forms with 'Origin: null' (Fetch spec), which _from_elsewhere refuses: CsrfRefused on "
-        "sign-in. 'same-origin' (or trusting Sec-Fetch-Site: same-origin) fixes it; remove "
-        "this mark then (strict: it fails once the sign-in works)"
-    ),
-)
 def test_alex_signs_in_to_the_portal_with_his_password(
     live_pimlico: LivePimlico, new_context: NewContext
 ) -> None:

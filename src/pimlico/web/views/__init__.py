@@ -52,7 +52,7 @@ def security_headers(request: Request, response: Response) -> None:
     headers["Content-Security-Policy"] = _CSP
     headers["X-Frame-Options"] = "DENY"
     headers["X-Content-Type-Options"] = "nosniff"
-    headers["Referrer-Policy"] = "no-referrer"
+    headers["Referrer-Policy"] = "same-origin"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
     headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), payment=()"
     headers.setdefault("Cache-Control", "no-store")
@@ -61,13 +61,16 @@ def security_headers(request: Request, response: Response) -> None:
 
 
 def _from_elsewhere(request: Request) -> bool:
-    """Was this request sent by a page of another site? (A second wall behind the token.)"""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        return True
+    """Was this request sent by a page of another site? (A second wall behind the token.)
+
+    Browsers that send ``Sec-Fetch-Site`` are believed; otherwise ``Origin``, when present,
+    must be this portal's. (``Origin`` alone is not enough: Chromium sends ``null`` for a
+    form posted from a page whose referrer policy withholds the origin.)"""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin == "null"
-    return origin != f"{request.url.scheme}://{request.url.netloc}"
+    return origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}"
 
 
 async def _viewer_or_none(request: Request) -> Viewer | None:
