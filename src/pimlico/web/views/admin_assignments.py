@@ -27,7 +27,6 @@ from pimlico.domain.model import (
 from pimlico.domain.requests import ExpirationType, RequestAction, Schedule, Ticket
 from pimlico.errors import FieldError, InvalidInput, PimlicoError
 from pimlico.services import assignments, mfa, portal_admin, requests
-from pimlico.services.portal_admin import TargetChoice
 from pimlico.services.resolve import resolve_principal
 from pimlico.services.runtime import Pimlico
 from pimlico.web import session
@@ -116,9 +115,7 @@ def _state(a: Assignment, now: datetime) -> str:
     return "ended"
 
 
-def _rows(
-    rt: Pimlico, viewer: Viewer, found: list[Assignment], choices: list[TargetChoice]
-) -> list[dict[str, object]]:
+def _rows(rt: Pimlico, viewer: Viewer, found: list[Assignment]) -> list[dict[str, object]]:
     names = portal_admin.display_names(
         rt,
         actor=viewer.actor,
@@ -182,7 +179,7 @@ def _list_page(
         status=status,
         problem=problem,
         filter_problem=filter_problem,
-        rows=_rows(rt, viewer, found, choices),
+        rows=_rows(rt, viewer, found),
         choices=choices,
         units=tuple(UNITS),
         filters={"principal": principal, "target": target, "kind": kind, "ended": ended},
@@ -279,7 +276,7 @@ def _detail_page(
 ) -> HTMLResponse:
     rt = runtime_of(request)
     a = portal_admin.get_assignment(rt, actor=viewer.actor, assignment_id=assignment_id)
-    row = _rows(rt, viewer, [a], [])[0]
+    row = _rows(rt, viewer, [a])[0]
     now = rt.clock.now()
     return page(
         request,
