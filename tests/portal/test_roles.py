@@ -151,6 +151,9 @@ def test_the_search_and_purge_pim_form_asks_for_a_justification_and_a_ticket_and
     assert 'name="ticket_system"' in form
     assert 'name="ticket_number"' in form
     assert "Needed: Bob Approver must approve" in form
+    back = f"/portal/roles/activate%3Fassignment%3D{assignment}"
+    assert f'href="/portal/security/verify?next={back}"' in form  # step-up, then back here
+    assert 'autocomplete="one-time-code"' in form
     assert re.findall(r'<option value="([^"]+)" selected>', form) == ["PT2H"]
 
 

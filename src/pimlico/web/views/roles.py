@@ -90,7 +90,7 @@ def _activation_page(
             "ticket_number": "",
         },
         problem=problem,
-        here=f"/portal/roles/activate?assignment={quote(assignment_id, safe='')}",
+        activation_url=f"/portal/roles/activate?assignment={quote(assignment_id, safe='')}",
     )
 
 
