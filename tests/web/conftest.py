@@ -39,6 +39,7 @@ from tests.web.harness import (
     LiveConsole,
     LivePimlico,
     NewContext,
+    RunningClock,
     console_token,
     context_options,
     serve,
@@ -109,10 +110,11 @@ def page(desktop: BrowserContext) -> Page:
 @pytest.fixture
 def live_pimlico(migrated_url: str) -> Iterator[LivePimlico]:
     settings = web_settings(migrated_url)
-    with Pimlico(settings) as rt:
+    clock = RunningClock()
+    with Pimlico(settings, clock=clock) as rt:
         demo = load_demo(rt)
         with serve(create_app(settings, runtime=rt)) as url:
-            yield LivePimlico(url=url, rt=rt, settings=settings, demo=demo)
+            yield LivePimlico(url=url, rt=rt, settings=settings, demo=demo, clock=clock)
 
 
 @pytest.fixture

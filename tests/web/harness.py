@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -128,6 +128,21 @@ def serve(app: FastAPI) -> Iterator[str]:
         listening.close()
 
 
+class RunningClock:
+    """The wall clock, moved forward when a test says so: the browser works in real time, and
+    a story that must wait (five minutes before an activation may be ended early) skips the
+    wait instead of sleeping."""
+
+    def __init__(self) -> None:
+        self._ahead = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._ahead
+
+    def advance(self, delta: timedelta) -> None:
+        self._ahead += delta
+
+
 @dataclass(frozen=True)
 class LivePimlico:
     """A Pimlico server a browser can reach, with the runtime behind it (for assertions and
@@ -137,6 +152,7 @@ class LivePimlico:
     rt: Pimlico
     settings: Settings
     demo: Demo
+    clock: RunningClock
 
     @property
     def portal(self) -> str:
