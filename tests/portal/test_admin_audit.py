@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import timedelta
+from html import unescape
 from zoneinfo import ZoneInfo
 
 from pimlico.clock import FixedClock
@@ -106,3 +108,20 @@ def test_alex_without_an_admin_role_is_refused(visit: Visit, demo: Demo) -> None
         assert 'data-code="PermissionDenied"' in page.text
     response = alex.submit(AUDIT, f"{AUDIT}/verify", {})
     assert response.status_code == 403
+
+
+def test_the_log_shows_the_newest_events_first_and_pages_to_older_ones(
+    visit: Visit, rt: Pimlico, demo: Demo
+) -> None:
+    root = visit("root")
+    newest = audit.list_events(rt, actor=Actor.operator("test"), limit=500, newest_first=True)
+    first = root.get(AUDIT).text
+    shown = [int(n) for n in re.findall(r"Before and after \(event (\d+)\)", first)]
+    assert shown == [e.sequence for e in newest[: len(shown)]]
+    assert shown == sorted(shown, reverse=True)
+    older = re.search(r'href="(/portal/admin/audit\?before=\d+)">Older events', first)
+    assert older, "a first page of a long log links to older events"
+    second = root.get(unescape(older.group(1))).text
+    following = [int(n) for n in re.findall(r"Before and after \(event (\d+)\)", second)]
+    assert following[0] == shown[-1] - 1
+    assert "Newest events" in second

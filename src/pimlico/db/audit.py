@@ -278,11 +278,14 @@ def query(
     target_id: str | None = None,
     limit: int | None = None,
     after_sequence: int | None = None,
+    before_sequence: int | None = None,
+    newest_first: bool = False,
 ) -> list[AuditRecord]:
-    """Events in sequence order that match every filter given.
+    """Events in sequence order (or newest first) that match every filter given.
 
     ``since`` is inclusive and ``until`` exclusive (``since <= occurred_at < until``), like
-    every window in Pimlico. ``after_sequence`` is the cursor: pass the last sequence seen.
+    every window in Pimlico. ``after_sequence`` is the cursor: pass the last sequence seen
+    (``before_sequence``, newest first).
     """
     conditions = _filters(
         since=since,
@@ -294,7 +297,9 @@ def query(
     )
     if after_sequence is not None:
         conditions.append(AuditEventRow.sequence > after_sequence)
-    return _select(session, conditions, limit=limit)
+    if before_sequence is not None:
+        conditions.append(AuditEventRow.sequence < before_sequence)
+    return _select(session, conditions, limit=limit, descending=newest_first)
 
 
 def export(
@@ -394,11 +399,16 @@ _RECORD_COLUMNS = tuple(getattr(AuditEventRow, name) for name in EXPORT_FIELDS)
 
 
 def _select(
-    session: Session, conditions: list[ColumnElement[bool]], *, limit: int | None
+    session: Session,
+    conditions: list[ColumnElement[bool]],
+    *,
+    limit: int | None,
+    descending: bool = False,
 ) -> list[AuditRecord]:
     """Matching events in sequence order, as records (columns, not ORM objects: no identity
     map to fill when a million events stream through)."""
-    statement = select(*_RECORD_COLUMNS).where(*conditions).order_by(AuditEventRow.sequence)
+    order = AuditEventRow.sequence.desc() if descending else AuditEventRow.sequence
+    statement = select(*_RECORD_COLUMNS).where(*conditions).order_by(order)
     if limit is not None:
         statement = statement.limit(limit)
     return [AuditRecord(**row._mapping) for row in session.execute(statement)]

@@ -73,8 +73,12 @@ def list_events(
     until: datetime | None = None,
     limit: int = 50,
     after_sequence: int | None = None,
+    before_sequence: int | None = None,
+    newest_first: bool = False,
 ) -> list[AuditRecord]:
-    """Events matching every filter given, oldest first (``by``: the acting principal)."""
+    """Events matching every filter given, oldest first unless ``newest_first`` (``by``: the
+    acting principal; the cursor is ``after_sequence``, or ``before_sequence`` newest
+    first)."""
     authorize(rt, actor, Perm.AUDIT_READ)
     if not 1 <= limit <= MAX_LIST:
         raise InvalidInput(
@@ -92,6 +96,8 @@ def list_events(
             target_id=target_id,
             limit=limit,
             after_sequence=after_sequence,
+            before_sequence=before_sequence,
+            newest_first=newest_first,
         )
 
 

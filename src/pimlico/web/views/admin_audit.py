@@ -96,7 +96,7 @@ def _audit_page(
     request: Request,
     viewer: Viewer,
     filters: Filters,
-    after: int | None,
+    before: int | None,
     *,
     verification: ChainCheck | None = None,
 ) -> HTMLResponse:
@@ -105,7 +105,8 @@ def _audit_page(
         rt,
         actor=viewer.actor,
         limit=PAGE_SIZE + 1,
-        after_sequence=after,
+        before_sequence=before,
+        newest_first=True,
         **filters.asked(request, viewer),
     )
     shown = found[:PAGE_SIZE]
@@ -131,24 +132,24 @@ def _audit_page(
         viewer=viewer,
         events=events,
         filters=filters,
-        next_url=f"/portal/admin/audit?{filters.query(after=str(shown[-1].sequence))}"
+        next_url=f"/portal/admin/audit?{filters.query(before=str(shown[-1].sequence))}"
         if more
         else None,
-        first_url=f"/portal/admin/audit?{filters.query()}" if after is not None else None,
+        first_url=f"/portal/admin/audit?{filters.query()}" if before is not None else None,
         export_jsonl=f"/portal/admin/audit/export?{filters.query(format='jsonl')}",
         export_csv=f"/portal/admin/audit/export?{filters.query(format='csv')}",
         verification=verification,
     )
 
 
-def _after(value: str) -> int | None:
+def _before(value: str) -> int | None:
     if not value:
         return None
     try:
         return max(0, int(value[:18]))
     except ValueError:
         raise InvalidInput(
-            "not a page of this log", [FieldError("after", "Cursor", "follow the page links")]
+            "not a page of this log", [FieldError("before", "Cursor", "follow the page links")]
         ) from None
 
 
@@ -161,10 +162,10 @@ def audit_log(
     target: str = "",
     since: str = "",
     until: str = "",
-    after: str = "",
+    before: str = "",
 ) -> HTMLResponse:
     filters = Filters(actor, action, target, since, until)
-    return _audit_page(request, viewer, filters, _after(after))
+    return _audit_page(request, viewer, filters, _before(before))
 
 
 @router.get("/admin/audit/export")
