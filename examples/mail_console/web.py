@@ -103,6 +103,8 @@ _PAGES = {
   <input id="user_name" name="user_name" autocomplete="username" required value="{{ user_name }}">
   <label for="password">Password</label>
   <input id="password" name="password" type="password" autocomplete="current-password" required>
+  <label for="code">Code from your authenticator app (if your account uses MFA)</label>
+  <input id="code" name="code" inputmode="numeric" autocomplete="one-time-code">
   <button type="submit">Sign in</button>
 </form>
 {% endblock %}""",
@@ -267,12 +269,19 @@ def router(
 
     @web.post("/web/sign-in")
     def sign_in(
-        request: Request, user_name: Annotated[str, Form()], password: Annotated[str, Form()]
+        request: Request,
+        user_name: Annotated[str, Form()],
+        password: Annotated[str, Form()],
+        code: Annotated[str, Form()] = "",
     ) -> Response:
         try:
             with Client(pimlico_url, transport=transport) as pimlico:
-                issued = pimlico.sign_in(user_name, password)
+                issued = pimlico.sign_in(user_name, password, code.strip() or None)
         except ApiError as refused:
+            if refused.code == "MfaCodeRequired":
+                return sign_in_page(
+                    "Type the code from your authenticator app too.", 401, user_name
+                )
             if refused.status == 401:
                 return sign_in_page("The user name or the password is wrong.", 401, user_name)
             return sign_in_page(refused.detail or "Pimlico refused the sign-in.", 400, user_name)

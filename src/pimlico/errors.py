@@ -27,6 +27,8 @@ standard library, so the domain may raise these errors.
     ├── AuditChainBroken    500  AuditChainBroken     the audit log was tampered with
     ├── MfaError            400  MfaError             multi-factor authentication refused
     │   ├── MfaNotEnrolled      400  MfaNotEnrolled       no (confirmed) factor to use
+    │   ├── MfaCodeRequired     401  MfaCodeRequired      sign-in of an account with MFA needs
+    │   │                                                  its code too
     │   ├── MfaAlreadyEnrolled  409  MfaAlreadyEnrolled   a confirmed factor must be removed first
     │   ├── MfaCodeInvalid      400  MfaCodeInvalid       wrong, expired or malformed code
     │   ├── MfaCodeReused       400  MfaCodeReused        the code (time step) was already used
@@ -198,6 +200,20 @@ class MfaError(PimlicoError):
 
 class MfaNotEnrolled(MfaError):
     code = "MfaNotEnrolled"
+
+
+class MfaCodeRequired(MfaError):
+    """The password was right, and the account has MFA: a sign-in needs its code too.
+    ``user_id`` is for the caller that finishes the sign-in (the portal), never shown."""
+
+    code = "MfaCodeRequired"
+    status = 401
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            "this account uses MFA: sign in with the code from its authenticator app too"
+        )
+        self.user_id = user_id
 
 
 class MfaAlreadyEnrolled(MfaError):

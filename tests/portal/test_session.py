@@ -91,8 +91,7 @@ def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothing(
     rt: Pimlico, demo: Demo, visit: Visit
 ) -> None:
     alex = visit("alex")
-    alex.get("/portal/sign-in")
-    for token in (None, "0" * 64):
+    for token in (None, "0" * 64, alex.csrf("/portal/sign-in")):
         refused = alex.post("/portal/sign-out", {}, token=token)
         assert refused.status_code == 403
         assert 'data-code="CsrfRefused"' in refused.text
@@ -104,7 +103,7 @@ def test_a_form_posted_from_another_site_is_refused_even_with_the_token(
     demo: Demo, visit: Visit
 ) -> None:
     alex = visit("alex")
-    token = alex.csrf("/portal/sign-in")
+    token = alex.csrf("/portal/roles")
     for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
         response = alex.client.post("/portal/sign-out", data={"csrf_token": token}, headers=headers)
         assert response.status_code == 403
@@ -115,7 +114,7 @@ def test_signing_out_revokes_the_session_so_its_cookie_no_longer_works(
 ) -> None:
     alex = visit("alex")
     cookie = alex.client.cookies["pimlico_session"]
-    signed_out = alex.submit("/portal/sign-in", "/portal/sign-out", {})
+    signed_out = alex.submit("/portal/roles", "/portal/sign-out", {})
     assert signed_out.status_code == 303
     browser.client.cookies.set("pimlico_session", cookie)
     assert browser.get("/portal/roles").status_code == 303
@@ -187,3 +186,70 @@ def test_an_unknown_portal_page_is_a_page_but_an_unknown_api_path_is_a_problem(
 
 def _actor(demo: Demo) -> Actor:
     return Actor.operator("test")
+
+
+def test_through_the_api_too_a_password_alone_opens_no_session_of_an_account_with_mfa(
+    rt: Pimlico, demo: Demo, clock: FixedClock
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from pimlico.api import create_app
+
+    alex = demo.users["alex"]
+    totp = enrol_mfa(rt, alex)
+    clock.advance(STEP)
+    before = accounts.list_tokens(rt, actor=_actor(demo), principal_id=alex)
+    password = demo_password("alex")
+    with TestClient(create_app(rt.settings, runtime=rt)) as api:
+        alone = api.post("/api/v1/auth/sign-in", json={"user_name": "alex", "password": password})
+        assert alone.status_code == 401
+        assert alone.json()["code"] == "MfaCodeRequired"
+        wrong = api.post(
+            "/api/v1/auth/sign-in",
+            json={"user_name": "alex", "password": password, "code": "000000"},
+        )
+        assert wrong.json()["code"] == "MfaCodeInvalid"
+        # A wrong password says nothing about MFA.
+        guessed = api.post(
+            "/api/v1/auth/sign-in",
+            json={"user_name": "alex", "password": "guess", "code": totp.at(clock.now())},
+        )
+        assert guessed.json()["code"] == "NotAuthenticated"
+        assert accounts.list_tokens(rt, actor=_actor(demo), principal_id=alex) == before
+        right = api.post(
+            "/api/v1/auth/sign-in",
+            json={"user_name": "alex", "password": password, "code": totp.at(clock.now())},
+        )
+        assert right.status_code == 201, right.text
+    assert len(accounts.list_tokens(rt, actor=_actor(demo), principal_id=alex)) == len(before) + 1
+
+
+def test_the_mfa_step_of_a_portal_sign_in_expires_after_five_minutes(
+    rt: Pimlico, demo: Demo, browser: Portal, clock: FixedClock
+) -> None:
+    totp = enrol_mfa(rt, demo.users["alex"])
+    started = browser.submit(
+        "/portal/sign-in",
+        "/portal/sign-in",
+        {"user_name": "alex", "password": demo_password("alex")},
+    )
+    token = browser.csrf(started.headers["location"])
+    clock.advance(timedelta(minutes=5, seconds=1))
+    late = browser.post("/portal/sign-in/mfa", {"code": totp.at(clock.now())}, token=token)
+    assert late.status_code == 303
+    assert late.headers["location"] == "/portal/sign-in"
+    assert "pimlico_session" not in browser.client.cookies
+
+
+def test_signed_in_the_pre_sign_in_csrf_token_no_longer_counts(
+    rt: Pimlico, demo: Demo, visit: Visit
+) -> None:
+    alex = visit("alex")
+    planted = "known-to-an-attacker"
+    alex.client.cookies.set("pimlico_pre", planted)
+    from pimlico.web.session import csrf_token_for
+
+    refused = alex.post("/portal/sign-out", {}, token=csrf_token_for(planted))
+    assert refused.status_code == 403
+    sessions = accounts.list_tokens(rt, actor=_actor(demo), principal_id=demo.users["alex"])
+    assert [t.revoked_at for t in sessions] == [None]

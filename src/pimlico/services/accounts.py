@@ -32,7 +32,14 @@ from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
-from pimlico.db.tables import ApiTokenRow, Base, CredentialRow, ServiceAccountRow, UserRow
+from pimlico.db.tables import (
+    ApiTokenRow,
+    Base,
+    CredentialRow,
+    MfaFactorRow,
+    ServiceAccountRow,
+    UserRow,
+)
 from pimlico.domain.catalogue import GLOBAL_ADMINISTRATOR, Perm
 from pimlico.domain.mfa import Attempts
 from pimlico.domain.model import (
@@ -49,12 +56,13 @@ from pimlico.errors import (
     Conflict,
     FieldError,
     InvalidInput,
+    MfaCodeRequired,
     NotAuthenticated,
     NotFound,
     PermissionDenied,
     TooManyAttempts,
 )
-from pimlico.services import assignment_changes, directory, role_settings
+from pimlico.services import assignment_changes, directory, mfa, role_settings
 from pimlico.services.decisions import authorize
 from pimlico.services.guards import global_administrators
 from pimlico.services.lookups import check_email, check_name, get_row, user_by_name
@@ -181,17 +189,24 @@ def _verify(row: CredentialRow, password: str) -> bool:
 # -- sign-in ---------------------------------------------------------------------------------
 
 
-def sign_in(rt: Pimlico, *, user_name: str, password: str) -> IssuedToken:
+def sign_in(rt: Pimlico, *, user_name: str, password: str, code: str | None = None) -> IssuedToken:
     """A session for the user whose password this is. Unknown accounts, accounts without a
     password, disabled ones and wrong passwords all get the same ``NotAuthenticated`` after
     the same work; past ``signin_max_attempts`` failures in a window the account is locked
-    (``TooManyAttempts``) until the window ends, whatever the password."""
+    (``TooManyAttempts``) until the window ends, whatever the password.
+
+    An account with a confirmed MFA factor signs in with its ``code`` too (a TOTP or a
+    recovery code, checked as ``mfa.verify`` checks it, so it also counts as a step-up):
+    without one, the right password gets ``MfaCodeRequired`` and no session — a password
+    alone never opens a session of an account that has MFA.
+    """
     limit, window = (
         rt.settings.signin_max_attempts,
         timedelta(seconds=rt.settings.signin_attempt_window),
     )
     refusal: Exception | None = None
     issued: IssuedToken | None = None
+    needs_code: str | None = None
     with rt.writing(Actor(name=f"signin:{user_name[:64]}")) as w:
         try:
             user = user_by_name(w.session, user_name)
@@ -219,15 +234,50 @@ def sign_in(rt: Pimlico, *, user_name: str, password: str) -> IssuedToken:
             refusal = NotAuthenticated(_REFUSED)
         else:
             row.failed_attempts, row.failures_since = 0, None
-            lifetime = timedelta(seconds=rt.settings.session_lifetime)
-            actor = Actor.principal(user.id)
-            issued = _issue(
-                w, actor, PrincipalType.USER, user.id, SESSION, "sign-in", (ALL_SCOPES,), lifetime
-            )
+            if _has_confirmed_factor(w.session, user.id):
+                needs_code = user.id
+            else:
+                issued = _issue_session(rt, w, user.id)
     if refusal is not None:
         raise refusal
+    if needs_code is not None:
+        if code is None:
+            raise MfaCodeRequired(needs_code)
+        return finish_sign_in(rt, user_id=needs_code, code=code)
     assert issued is not None
     return issued
+
+
+def finish_sign_in(rt: Pimlico, *, user_id: str, code: str) -> IssuedToken:
+    """The session of a sign-in whose password was right (``MfaCodeRequired``), once the
+    account's MFA ``code`` is verified. Only for a caller that checked the password in this
+    same sign-in (``sign_in`` itself, or the portal's sealed second step); refused with
+    ``MfaCodeInvalid``, ``MfaCodeReused`` or ``MfaLocked`` as ``mfa.verify`` refuses."""
+    actor = Actor.principal(user_id)
+    mfa.verify(rt, actor=actor, user_id=user_id, code=code)
+    with rt.writing(actor) as w:
+        user = get_row(w.session, UserRow, user_id, "user")
+        if not user.enabled:
+            raise NotAuthenticated(_REFUSED)
+        return _issue_session(rt, w, user_id)
+
+
+def _issue_session(rt: Pimlico, w: WriteContext, user_id: str) -> IssuedToken:
+    lifetime = timedelta(seconds=rt.settings.session_lifetime)
+    actor = Actor.principal(user_id)
+    kind = PrincipalType.USER
+    return _issue(w, actor, kind, user_id, SESSION, "sign-in", (ALL_SCOPES,), lifetime)
+
+
+def _has_confirmed_factor(session: Session, user_id: str) -> bool:
+    found = session.scalar(
+        select(MfaFactorRow.id).where(
+            MfaFactorRow.user_id == user_id,
+            MfaFactorRow.removed_at.is_(None),
+            MfaFactorRow.confirmed_at.is_not(None),
+        )
+    )
+    return found is not None
 
 
 def _burn(password: str) -> None:

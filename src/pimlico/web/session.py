@@ -12,9 +12,10 @@ scripts on other sites cannot read). Before sign-in the key is a random pre-sess
 The portal's route class (``views``) refuses any unsafe request whose token does not match,
 before the view runs.
 
-Between the password and the MFA code of a sign-in, the new session token waits sealed
-(Fernet, the store's encryption key) in a short-lived cookie: whoever knows only the password
-never holds a usable token in the portal.
+Between the password and the MFA code of a sign-in, a short-lived cookie holds, sealed
+(Fernet, a key derived from the store's), whose password was right; the session is made only
+once the code is verified (``accounts.finish_sign_in``), so a password alone never yields a
+session — in the portal or through the API.
 
 This module must not render pages; it only reads and writes cookies and tokens.
 """
@@ -49,6 +50,7 @@ FLASH = "pimlico_flash"
 PENDING_SECONDS = 300
 """How long the second step of a sign-in (the MFA code) may take."""
 _CSRF_CONTEXT = b"pimlico portal csrf v1"
+_PENDING_CONTEXT = b"pimlico portal pending sign-in v1"
 UTC = ZoneInfo("UTC")
 ADMIN_READS = (
     Perm.USERS_READ,
@@ -61,8 +63,10 @@ ADMIN_READS = (
 
 
 def secure(request: Request) -> bool:
-    """Is the portal served over HTTPS (directly, or behind a proxy uvicorn trusts)?"""
-    return request.url.scheme == "https"
+    """Is the portal served over HTTPS: directly, behind a proxy uvicorn trusts, or at a
+    ``PIMLICO_PUBLIC_URL`` that says so (a proxy terminating TLS in front of plain HTTP)?"""
+    public_url = runtime_of(request).settings.notify.public_url
+    return request.url.scheme == "https" or public_url.startswith("https://")
 
 
 def cookie_name(request: Request, base: str) -> str:
@@ -110,15 +114,16 @@ def presession_key(request: Request, response: Response | None = None) -> str:
     return key
 
 
-def csrf_is_valid(request: Request, submitted: str | None) -> bool:
-    """Does ``submitted`` match the token of this browser's session (or pre-session)?"""
-    if not submitted:
-        return False
-    for base in (SESSION, PRESESSION):
-        key = read_cookie(request, base)
-        if key and hmac.compare_digest(csrf_token_for(key), submitted):
-            return True
-    return False
+def csrf_is_valid(request: Request, submitted: str | None, *, anonymous: bool) -> bool:
+    """Does ``submitted`` match this browser's token: its session's, or for the forms of
+    signing in (``anonymous``) its pre-session's? A pre-session token never stands in for
+    a session's: a cookie planted by a sibling site could make one known."""
+    key = read_cookie(request, PRESESSION if anonymous else SESSION)
+    return (
+        bool(submitted)
+        and bool(key)
+        and hmac.compare_digest(csrf_token_for(key or ""), submitted or "")
+    )
 
 
 def viewer_zone(request: Request) -> ZoneInfo:
@@ -191,6 +196,7 @@ async def viewer_of(request: Request) -> Viewer:
 def start_session(request: Request, response: Response, bearer: str) -> None:
     set_cookie(request, response, SESSION, bearer)
     drop_cookie(request, response, PENDING)
+    drop_cookie(request, response, PRESESSION)
 
 
 def end_session(request: Request, response: Response) -> None:
@@ -198,23 +204,32 @@ def end_session(request: Request, response: Response) -> None:
     drop_cookie(request, response, PENDING)
 
 
-def _fernet(rt: Pimlico) -> Fernet:
-    return Fernet(rt.settings.encryption_key())
+def _pending_fernet(rt: Pimlico) -> Fernet:
+    # A key of its own, derived from the store's: a cookie never shares a key with secrets
+    # at rest.
+    derived = hmac.new(rt.settings.encryption_key(), _PENDING_CONTEXT, hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))
 
 
-def hold_pending(request: Request, response: Response, bearer: str) -> None:
-    """Keep a session token sealed until the sign-in's MFA step succeeds."""
-    sealed = _fernet(runtime_of(request)).encrypt(bearer.encode()).decode()
-    set_cookie(request, response, PENDING, sealed, max_age=PENDING_SECONDS)
+def hold_pending(request: Request, response: Response, user_id: str) -> None:
+    """Remember, sealed, whose password was right until the sign-in's MFA step succeeds."""
+    rt = runtime_of(request)
+    sealed = _pending_fernet(rt).encrypt_at_time(user_id.encode(), int(rt.clock.now().timestamp()))
+    set_cookie(request, response, PENDING, sealed.decode(), max_age=PENDING_SECONDS)
 
 
-def pending_bearer(request: Request) -> str | None:
-    """The sealed session token of a sign-in waiting for its MFA code, if still in time."""
+def pending_user(request: Request) -> str | None:
+    """Whose sign-in waits for its MFA code, if it is still in time."""
     sealed = read_cookie(request, PENDING)
     if not sealed:
         return None
+    rt = runtime_of(request)
     try:
-        return _fernet(runtime_of(request)).decrypt(sealed.encode(), ttl=PENDING_SECONDS).decode()
+        return (
+            _pending_fernet(rt)
+            .decrypt_at_time(sealed.encode(), PENDING_SECONDS, int(rt.clock.now().timestamp()))
+            .decode()
+        )
     except InvalidToken:
         return None
 

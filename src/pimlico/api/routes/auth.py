@@ -18,6 +18,13 @@ router = APIRouter(tags=["authentication"])
 class SignIn(BaseModel):
     user_name: str = Field(max_length=256, examples=["alex"])
     password: str = Field(max_length=accounts.PASSWORD_MAX, examples=["correct horse battery"])
+    code: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The code of the account's authenticator app (or a recovery code): "
+        "needed when the account has MFA, else refused with `MfaCodeRequired` (401).",
+        examples=["492039"],
+    )
 
 
 class TokenOut(BaseModel):
@@ -96,7 +103,7 @@ def _issued(issued: accounts.IssuedToken) -> IssuedTokenOut:
     summary="Sign in with a local password; returns a session token",
 )
 def sign_in(body: SignIn, rt: RuntimeDep, response: Response) -> IssuedTokenOut:
-    issued = accounts.sign_in(rt, user_name=body.user_name, password=body.password)
+    issued = accounts.sign_in(rt, user_name=body.user_name, password=body.password, code=body.code)
     written(response, issued.revision)
     return _issued(issued)
 

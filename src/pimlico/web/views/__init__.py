@@ -27,6 +27,8 @@ from pimlico.web.render import Problem, page
 from pimlico.web.session import SignInRequired, Viewer, viewer_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ANONYMOUS_FORMS = frozenset({"/portal/sign-in", "/portal/sign-in/mfa"})
+"""The forms posted before there is a session: their CSRF token is the pre-session's."""
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -132,7 +134,8 @@ async def _trusted_form(request: Request) -> bool:
     except (ValueError, KeyError, AssertionError):
         return False
     token = form.get(session.CSRF_FIELD)
-    return isinstance(token, str) and session.csrf_is_valid(request, token)
+    anonymous = request.url.path in ANONYMOUS_FORMS
+    return isinstance(token, str) and session.csrf_is_valid(request, token, anonymous=anonymous)
 
 
 def portal_router() -> APIRouter:

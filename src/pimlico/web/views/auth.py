@@ -1,8 +1,8 @@
 """Signing in (password, then the MFA code when the person has a factor) and out.
 
-A person with a confirmed MFA factor gives a code at every sign-in; that verification also
-counts as their step-up, so an activation that needs MFA right after sign-in asks nothing
-more.
+A person with a confirmed MFA factor gives a code at every sign-in (``accounts.sign_in``
+refuses the password alone, here as through the API); that verification also counts as
+their step-up, so an activation that needs MFA right after sign-in asks nothing more.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Form, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pimlico.api.deps import runtime_of
-from pimlico.errors import MfaError, NotAuthenticated, TooManyAttempts
-from pimlico.services import accounts, mfa
-from pimlico.services.runtime import Actor
+from pimlico.errors import MfaCodeRequired, MfaError, NotAuthenticated, TooManyAttempts
+from pimlico.services import accounts
 from pimlico.web import session
 from pimlico.web.render import Problem, page
-from pimlico.web.views import ViewerDep, portal_router
+from pimlico.web.views import portal_router
 
 router = portal_router()
 
@@ -46,6 +46,12 @@ def sign_in(
     target = session.safe_next(next)
     try:
         issued = accounts.sign_in(rt, user_name=user_name, password=password)
+    except MfaCodeRequired as needs_code:
+        response = RedirectResponse(
+            "/portal/sign-in/mfa?next=" + quote(target, safe=""), status_code=303
+        )
+        session.hold_pending(request, response, needs_code.user_id)
+        return response
     except (NotAuthenticated, TooManyAttempts) as error:
         return page(
             request,
@@ -56,14 +62,6 @@ def sign_in(
             next=target,
             user_name=user_name,
         )
-    user_id = issued.token.principal_id
-    factor = mfa.factor_of(rt, actor=Actor.principal(user_id), user_id=user_id)
-    if factor is not None and factor.confirmed_at is not None:
-        response = RedirectResponse(
-            "/portal/sign-in/mfa?next=" + quote(target, safe=""), status_code=303
-        )
-        session.hold_pending(request, response, issued.bearer)
-        return response
     response = RedirectResponse(target, status_code=303)
     session.start_session(request, response, issued.bearer)
     return response
@@ -71,7 +69,7 @@ def sign_in(
 
 @router.get("/sign-in/mfa")
 def mfa_form(request: Request, next: str | None = None) -> Response:
-    if session.pending_bearer(request) is None:
+    if session.pending_user(request) is None:
         return RedirectResponse("/portal/sign-in", status_code=303)
     return page(request, "sign_in_mfa.html", viewer=None, next=session.safe_next(next))
 
@@ -82,16 +80,14 @@ def mfa_step(
 ) -> Response:
     rt = runtime_of(request)
     target = session.safe_next(next)
-    bearer = session.pending_bearer(request)
-    if bearer is None:
+    user_id = session.pending_user(request)
+    if user_id is None:
         response = RedirectResponse("/portal/sign-in", status_code=303)
         session.flash(request, response, "That sign-in took too long: please start again.")
         return response
-    actor, _ = accounts.authenticate(rt, bearer)
-    assert actor.principal_id is not None
     try:
-        mfa.verify(rt, actor=actor, user_id=actor.principal_id, code=code.strip())
-    except MfaError as error:
+        issued = accounts.finish_sign_in(rt, user_id=user_id, code=code.strip())
+    except (MfaError, NotAuthenticated) as error:
         return page(
             request,
             "sign_in_mfa.html",
@@ -101,13 +97,24 @@ def mfa_step(
             next=target,
         )
     response = RedirectResponse(target, status_code=303)
-    session.start_session(request, response, bearer)
+    session.start_session(request, response, issued.bearer)
     return response
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, viewer: ViewerDep) -> Response:
-    accounts.revoke_token(runtime_of(request), actor=viewer.actor, token_id=viewer.token_id)
+async def sign_out(request: Request) -> Response:
+    # Without a valid session there is nothing to revoke, but the cookie still goes.
+    try:
+        viewer = await session.viewer_of(request)
+    except session.SignInRequired:
+        viewer = None
+    if viewer is not None:
+        await run_in_threadpool(
+            accounts.revoke_token,
+            runtime_of(request),
+            actor=viewer.actor,
+            token_id=viewer.token_id,
+        )
     response = RedirectResponse("/portal/sign-in", status_code=303)
     session.end_session(request, response)
     session.flash(request, response, "You are signed out.")
