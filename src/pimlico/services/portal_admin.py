@@ -30,7 +30,7 @@ from pimlico.db.tables import (
 )
 from pimlico.domain.audit import AuditRecord, canonical_json
 from pimlico.domain.catalogue import Perm
-from pimlico.domain.model import Assignment, TargetType
+from pimlico.domain.model import Assignment, Group, Role, TargetType
 from pimlico.domain.policy import ApproverRef, ApproverType, RoleSettings
 from pimlico.domain.policy_codec import from_dict
 from pimlico.errors import FieldError, InvalidInput, InvalidPolicy, NotFound, PermissionDenied
@@ -70,11 +70,24 @@ def _may(rt: Pimlico, actor: Actor, permission: str) -> bool:
     return True
 
 
+def _readable_targets(rt: Pimlico, actor: Actor) -> tuple[list[Role], list[Group]]:
+    """The roles and the PIM-enabled groups the caller may read: roles only with
+    ``pim.roles.read``, groups only with ``pim.groups.read`` (a Groups Administrator reads
+    groups, not roles, and must still see the group targets)."""
+    found_roles = roles.list_roles(rt, actor=actor) if _may(rt, actor, Perm.ROLES_READ) else []
+    groups = (
+        [g for g in directory.list_groups(rt, actor=actor) if g.pim_enabled]
+        if _may(rt, actor, Perm.GROUPS_READ)
+        else []
+    )
+    return found_roles, groups
+
+
 def settings_targets(rt: Pimlico, *, actor: Actor) -> list[SettingsTarget]:
-    """Every role, then the membership and ownership of every PIM-enabled group, by name."""
+    """Every role, then the membership and ownership of every PIM-enabled group, by name
+    (of the kinds the caller may read)."""
     authorize(rt, actor, Perm.POLICIES_READ)
-    found_roles = roles.list_roles(rt, actor=actor)
-    groups = [g for g in directory.list_groups(rt, actor=actor) if g.pim_enabled]
+    found_roles, groups = _readable_targets(rt, actor)
     with rt.reading() as s:
         stored = {
             (row.target_type, row.object_id): (row.settings, row.version)
@@ -163,8 +176,11 @@ def approvers_by_name(
     rt: Pimlico, *, actor: Actor, typed: dict[str, list[str]]
 ) -> dict[str, list[dict[str, str]]]:
     """Approvers typed in a settings form (``bob``, ``group:Approvers``), per field, as the
-    settings document writes them; ``InvalidPolicy`` naming each field with an unknown name."""
-    authorize(rt, actor, Perm.POLICIES_READ)
+    settings document writes them; ``InvalidPolicy`` naming each field with an unknown name.
+
+    Needs ``pim.policies.write``, checked before any name is looked up: only someone who may
+    save the settings learns whether a name exists."""
+    authorize(rt, actor, Perm.POLICIES_WRITE)
     problems: list[FieldError] = []
     resolved: dict[str, list[dict[str, str]]] = {}
     for field, names in typed.items():
@@ -279,12 +295,14 @@ class TargetChoice:
 
 
 def target_choices(rt: Pimlico, *, actor: Actor) -> list[TargetChoice]:
-    """Every role, then the membership and ownership of every PIM-enabled group, by name."""
+    """Every role, then the membership and ownership of every PIM-enabled group, by name
+    (of the kinds the caller may read). Needs ``pim.assignments.read``: the list it is for."""
+    authorize(rt, actor, Perm.ASSIGNMENTS_READ)
+    found_roles, groups = _readable_targets(rt, actor)
     found = [
         TargetChoice(TargetType.ROLE, r.id, r.name)
-        for r in sorted(roles.list_roles(rt, actor=actor), key=lambda r: r.name.casefold())
+        for r in sorted(found_roles, key=lambda r: r.name.casefold())
     ]
-    groups = [g for g in directory.list_groups(rt, actor=actor) if g.pim_enabled]
     for g in sorted(groups, key=lambda g: g.display_name.casefold()):
         found.append(TargetChoice(TargetType.GROUP_MEMBER, g.id, g.display_name))
         found.append(TargetChoice(TargetType.GROUP_OWNER, g.id, g.display_name))

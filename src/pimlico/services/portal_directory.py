@@ -3,8 +3,8 @@ groups a principal belongs to, the names to show for ids, and a principal found 
 person typed.
 
 Each read authorizes like the list it stands beside (``pim.groups.read`` for memberships and
-groups, ``pim.users.read`` for users and service accounts; any of the directory reads for
-names). Reads only: nothing here
+groups, ``pim.users.read`` for users and service accounts, ``pim.roles.read`` for roles; names
+per kind, as ``portal_admin.display_names``). Reads only: nothing here
 writes, and whether the caller may *use* what was found is the business of the use case it
 is passed to.
 """
@@ -23,19 +23,6 @@ from pimlico.errors import PermissionDenied
 from pimlico.services import resolve
 from pimlico.services.decisions import authorize
 from pimlico.services.runtime import Actor, Pimlico
-
-
-def _authorize_any(rt: Pimlico, actor: Actor, *permissions: str) -> None:
-    refusal: PermissionDenied | None = None
-    for permission in permissions:
-        try:
-            authorize(rt, actor, permission)
-        except PermissionDenied as error:
-            refusal = refusal or error
-        else:
-            return
-    assert refusal is not None
-    raise refusal
 
 
 def memberships_of(rt: Pimlico, *, actor: Actor, principal: PrincipalRef) -> list[Membership]:
@@ -57,28 +44,48 @@ def memberships_of(rt: Pimlico, *, actor: Actor, principal: PrincipalRef) -> lis
 
 def names_of(rt: Pimlico, *, actor: Actor, ids: Iterable[str]) -> dict[str, str]:
     """What people call each id that is a user (``Alex Analyst (alex)``), a group or a service
-    account (their display names) or a role (its name). Unknown ids are left out. Needs
-    ``pim.users.read``, ``pim.groups.read`` or ``pim.roles.read``."""
+    account (their display names) or a role (its name), for the kinds the caller may read:
+    users and service accounts with ``pim.users.read``, groups with ``pim.groups.read``, roles
+    with ``pim.roles.read``; the caller's own name always. Other ids are left out, unknown
+    ones too."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    _authorize_any(rt, actor, Perm.USERS_READ, Perm.GROUPS_READ, Perm.ROLES_READ)
+    people = _may(rt, actor, Perm.USERS_READ)
     found: dict[str, str] = {}
     with rt.reading() as s:
-        for uid, user_name, display in s.execute(
-            select(UserRow.id, UserRow.user_name, UserRow.display_name).where(
-                UserRow.id.in_(wanted)
-            )
-        ):
-            found[uid] = display if display == user_name else f"{display} ({user_name})"
-        for table in (GroupRow, ServiceAccountRow):
-            for pid, display in s.execute(
-                select(table.id, table.display_name).where(table.id.in_(wanted))
+        users = wanted if people else [i for i in wanted if i == actor.principal_id]
+        if users:
+            for uid, user_name, display in s.execute(
+                select(UserRow.id, UserRow.user_name, UserRow.display_name).where(
+                    UserRow.id.in_(users)
+                )
             ):
-                found[pid] = display
-        for rid, name in s.execute(select(RoleRow.id, RoleRow.name).where(RoleRow.id.in_(wanted))):
-            found[rid] = name
+                found[uid] = display if display == user_name else f"{display} ({user_name})"
+        readable: list[tuple[type[GroupRow] | type[ServiceAccountRow], bool]] = [
+            (GroupRow, _may(rt, actor, Perm.GROUPS_READ)),
+            (ServiceAccountRow, people),
+        ]
+        for table, may in readable:
+            if may:
+                for pid, display in s.execute(
+                    select(table.id, table.display_name).where(table.id.in_(wanted))
+                ):
+                    found[pid] = display
+        if _may(rt, actor, Perm.ROLES_READ):
+            for rid, name in s.execute(
+                select(RoleRow.id, RoleRow.name).where(RoleRow.id.in_(wanted))
+            ):
+                found[rid] = name
     return found
+
+
+def _may(rt: Pimlico, actor: Actor, permission: str) -> bool:
+    try:
+        authorize(rt, actor, permission)
+    except PermissionDenied:
+        return False
+    return True
 
 
 def principal_named(rt: Pimlico, *, actor: Actor, kind: PrincipalType, name: str) -> PrincipalRef:
@@ -92,3 +99,18 @@ def principal_named(rt: Pimlico, *, actor: Actor, kind: PrincipalType, name: str
     if kind is PrincipalType.USER:
         return PrincipalRef(kind, resolve.resolve_user(rt, name).id)
     return PrincipalRef(kind, resolve.resolve_service_account(rt, name).id)
+
+
+def principal_typed(rt: Pimlico, *, actor: Actor, text: str) -> PrincipalRef:
+    """The principal a person typed as ``services.resolve.resolve_principal`` reads it
+    (``alex``, ``user:alex``, ``group:NAME``, ``sa:NAME`` or an id), found only with the read
+    permission of its kind: ``pim.users.read`` for users and service accounts (a bare name or
+    id too), ``pim.groups.read`` for groups. Whether a name exists is never told to a caller
+    who may not read that kind."""
+    head, sep, _ = text.strip().partition(":")
+    kind = resolve.PRINCIPAL_PREFIXES.get(head.strip().lower()) if sep else None
+    authorize(rt, actor, Perm.GROUPS_READ if kind is PrincipalType.GROUP else Perm.USERS_READ)
+    found = resolve.resolve_principal(rt, text)
+    if found.type is PrincipalType.GROUP:
+        authorize(rt, actor, Perm.GROUPS_READ)  # a group's id typed bare
+    return found

@@ -26,8 +26,7 @@ from pimlico.domain.model import (
 )
 from pimlico.domain.requests import ExpirationType, RequestAction, Schedule, Ticket
 from pimlico.errors import FieldError, InvalidInput, PimlicoError
-from pimlico.services import assignments, mfa, portal_admin, requests
-from pimlico.services.resolve import resolve_principal
+from pimlico.services import assignments, mfa, portal_admin, portal_directory, requests
 from pimlico.services.runtime import Pimlico
 from pimlico.web import session
 from pimlico.web.render import Problem, page
@@ -157,7 +156,11 @@ def _list_page(
     ref: PrincipalRef | None = None
     filter_problem: Problem | None = None
     try:
-        ref = resolve_principal(rt, principal) if principal.strip() else None
+        ref = (
+            portal_directory.principal_typed(rt, actor=viewer.actor, text=principal)
+            if principal.strip()
+            else None
+        )
     except PimlicoError as error:
         filter_problem = Problem.of(error)
     found = (
@@ -239,7 +242,7 @@ def add_assignment(
         chosen_target = _target(target, scope)
         if chosen_target is None:
             raise InvalidInput("which target?", [FieldError("target", "Required", "pick one")])
-        who = resolve_principal(rt, principal)
+        who = portal_directory.principal_typed(rt, actor=viewer.actor, text=principal)
         requests.submit(
             rt,
             actor=viewer.actor,
