@@ -325,10 +325,20 @@ def after_cursor(paging: Paging) -> tuple[datetime, str] | None:
     ``newest_first`` made (a request list pages in SQL: ``services.request_reads``)."""
     if paging.cursor is None:
         return None
+    refusal = InvalidInput(
+        "cursor: not a cursor of this list",
+        [FieldError("cursor", "cursor", "pass back a next_cursor of this list unchanged")],
+    )
     key = decode_cursor(paging.cursor)
-    if len(key) != 2 or not isinstance(key[0], int) or not isinstance(key[1], str):
-        raise InvalidInput(
-            "cursor: not a cursor of this list",
-            [FieldError("cursor", "cursor", "pass back a next_cursor of this list unchanged")],
-        )
-    return _EPOCH - key[0] * _MICROSECOND, key[1]
+    if (
+        len(key) != 2
+        or not isinstance(key[0], int)
+        or isinstance(key[0], bool)
+        or not isinstance(key[1], str)
+    ):
+        raise refusal
+    try:
+        # A forged cursor can hold any integer: beyond datetime's years 1..9999 it overflows.
+        return _EPOCH - key[0] * _MICROSECOND, key[1]
+    except OverflowError:
+        raise refusal from None

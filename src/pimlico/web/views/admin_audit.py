@@ -59,7 +59,11 @@ class Filters:
             return None
         try:
             local = datetime.fromisoformat(text)
-        except ValueError:
+            if local.tzinfo is None:
+                local = local.replace(tzinfo=viewer.zone)
+            # Year 1 or 9999 in a zone away from UTC falls outside datetime's range.
+            return local.astimezone(UTC)
+        except (ValueError, OverflowError):
             raise InvalidInput(
                 "a time cannot be read",
                 [
@@ -68,9 +72,6 @@ class Filters:
                     )
                 ],
             ) from None
-        if local.tzinfo is None:
-            local = local.replace(tzinfo=viewer.zone)
-        return local.astimezone(UTC)
 
     def asked(self, request: Request, viewer: Viewer) -> dict[str, Any]:
         """The use cases' keyword arguments for these filters."""

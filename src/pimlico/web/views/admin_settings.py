@@ -24,6 +24,7 @@ from pimlico.api.deps import runtime_of
 from pimlico.domain.durations import format_duration, parse_duration
 from pimlico.domain.model import TargetType
 from pimlico.domain.policy import (
+    ASSIGNMENT_DURATION_RANGE,
     ApproverRef,
     NotificationEvent,
     NotificationLevel,
@@ -239,28 +240,40 @@ def _text(form: FormData, name: str) -> str:
     return raw.strip()[:_TEXT_MAX] if isinstance(raw, str) else ""
 
 
+LONGEST = ASSIGNMENT_DURATION_RANGE[1]
+"""The longest duration a form accepts (the longest any setting or assignment may be): a
+longer one is refused here, before ``now + duration`` overflows a datetime."""
+
+
 def amount_of(name: str, amount: str, unit_name: str) -> timedelta:
     """A duration typed as a number and a unit (or as ISO 8601 in the number);
-    ``InvalidInput`` naming ``name`` when it cannot be read."""
+    ``InvalidInput`` naming ``name`` when it cannot be read or is longer than ``LONGEST``."""
     amount = amount.strip()
     unit = UNITS.get(unit_name, UNITS["hours"])
     if amount.upper().startswith("P"):
         try:
-            return parse_duration(amount.upper())
-        except ValueError as error:
+            found = parse_duration(amount.upper())
+        except (ValueError, OverflowError) as error:
             raise InvalidInput(
                 "a duration cannot be read", [FieldError(name, "DurationFormat", str(error))]
             ) from None
-    try:
-        number = Decimal(amount)
-        if not number.is_finite() or number < 0 or number > 100_000:
-            raise InvalidOperation
-    except InvalidOperation:
+    else:
+        try:
+            number = Decimal(amount)
+            if not number.is_finite() or number < 0 or number > 100_000:
+                raise InvalidOperation
+        except InvalidOperation:
+            raise InvalidInput(
+                "a duration cannot be read",
+                [FieldError(name, "DurationFormat", "give a number (such as 2 or 1.5) and a unit")],
+            ) from None
+        found = timedelta(seconds=int(number * Decimal(int(unit.total_seconds()))))
+    if found > LONGEST:
         raise InvalidInput(
-            "a duration cannot be read",
-            [FieldError(name, "DurationFormat", "give a number (such as 2 or 1.5) and a unit")],
-        ) from None
-    return timedelta(seconds=int(number * Decimal(int(unit.total_seconds()))))
+            "a duration is too long",
+            [FieldError(name, "DurationRange", f"give at most {LONGEST.days} days")],
+        )
+    return found
 
 
 def _duration(form: FormData, name: str, problems: list[FieldError]) -> str | None:

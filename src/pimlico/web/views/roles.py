@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pimlico.api.deps import runtime_of
 from pimlico.domain.durations import format_duration, parse_duration
 from pimlico.domain.model import AssignmentKind
+from pimlico.domain.policy import ASSIGNMENT_DURATION_RANGE
 from pimlico.domain.requests import RequestAction, RequestStatus, Schedule, Ticket
 from pimlico.errors import FieldError, InvalidInput, PimlicoError
 from pimlico.services import mfa, portal_roles, requests
@@ -105,12 +106,16 @@ def _duration(text: str | None) -> timedelta | None:
     if not text:
         return None
     try:
-        return parse_duration(text)
-    except (InvalidInput, ValueError):
+        found = parse_duration(text)
+        # Longer than any assignment may last: refused here, before now + duration overflows.
+        if found > ASSIGNMENT_DURATION_RANGE[1]:
+            raise ValueError(text)
+    except (InvalidInput, ValueError, OverflowError):
         raise InvalidInput(
             "the duration is not one Pimlico understands",
             [FieldError("schedule.duration", "ExpirationRule", "choose a duration from the list")],
         ) from None
+    return found
 
 
 def _ticket(system: str | None, number: str | None) -> Ticket | None:
