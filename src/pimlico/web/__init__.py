@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
-from pimlico.errors import NotFound
+from pimlico.errors import NotFound, PimlicoError
 from pimlico.web import views
 from pimlico.web.render import STATIC
 from pimlico.web.views import problem_page, security_headers
@@ -47,16 +47,38 @@ def install(app: FastAPI) -> None:
     async def root() -> RedirectResponse:
         return RedirectResponse(f"{PREFIX}/", status_code=303)
 
-    api_not_found = app.exception_handlers[StarletteHTTPException]
+    api_http_error = app.exception_handlers[StarletteHTTPException]
 
-    async def not_found(request: Request, error: Exception) -> Response:
-        # Unknown portal pages get a page, not a problem+json (the API's answer elsewhere).
+    async def http_error(request: Request, error: Exception) -> Response:
+        # Portal paths get a page, not a problem+json (the API's answer elsewhere), saying
+        # what the status means: an unknown page is not the same as a refused method.
         if isinstance(error, StarletteHTTPException) and request.url.path.startswith(PREFIX):
-            response = await problem_page(request, NotFound("There is no such page."))
+            response = await problem_page(request, _refusal_of(error))
+            if error.status_code == 405 and error.headers and "Allow" in error.headers:
+                response.headers["Allow"] = error.headers["Allow"]
             security_headers(request, response)
             return response
-        result = await api_not_found(request, error)  # type: ignore[misc]
+        result = await api_http_error(request, error)  # type: ignore[misc]
         assert isinstance(result, Response)
         return result
 
-    app.add_exception_handler(StarletteHTTPException, not_found)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+class _HttpRefusal(PimlicoError):
+    """A refusal by the web framework itself (not by a use case), with its own status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def _refusal_of(error: StarletteHTTPException) -> PimlicoError:
+    if error.status_code == 404:
+        return NotFound("There is no such page.")
+    if error.status_code == 405:
+        return _HttpRefusal(405, "MethodNotAllowed", "This page does not accept that.")
+    return _HttpRefusal(
+        error.status_code, "HttpError", f"That request could not be handled ({error.status_code})."
+    )
