@@ -388,11 +388,6 @@ def test_my_requests_take_as_many_queries_for_ten_pending_requests_as_for_one(
     assert ten == one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services.requests.list_requests(to_approve=True) still reads each request's "
-    "decisions twice (may_decide, view_of): two queries a request, outside the portal",
-)
 def test_the_inbox_takes_as_many_queries_for_ten_pending_requests_as_for_one(
     visit: Visit, rt: Pimlico, demo: Demo
 ) -> None:

@@ -162,6 +162,22 @@ def decisions_of(s: Session, request_id: str) -> list[Decision]:
     ]
 
 
+def decisions_of_many(s: Session, request_ids: list[str]) -> dict[str, list[Decision]]:
+    """``decisions_of`` for many requests in one query (chunked for long lists)."""
+    found: dict[str, list[Decision]] = {request_id: [] for request_id in request_ids}
+    for start in range(0, len(request_ids), 500):
+        rows = s.scalars(
+            select(ApprovalDecisionRow)
+            .where(ApprovalDecisionRow.request_id.in_(request_ids[start : start + 500]))
+            .order_by(ApprovalDecisionRow.decided_at, ApprovalDecisionRow.stage)
+        )
+        for r in rows:
+            found[r.request_id].append(
+                Decision(r.stage, r.approver_id, r.approved, r.decided_at, r.justification)
+            )
+    return found
+
+
 def store_decision(s: Session, request_id: str, decision: Decision) -> None:
     s.add(
         ApprovalDecisionRow(

@@ -28,6 +28,7 @@ from pimlico.domain.approvals import (
     AlreadyDecided,
     Approval,
     ApprovalStatus,
+    Decision,
     MayApprove,
     MembersOf,
     current_stage,
@@ -180,12 +181,20 @@ def schedule_advance(w: WriteContext, request_id: str, approval: Approval) -> No
     )
 
 
-def may_decide(rt: Pimlico, s: Session, actor: Actor, row: RequestRow) -> bool:
+def may_decide(
+    rt: Pimlico,
+    s: Session,
+    actor: Actor,
+    row: RequestRow,
+    decisions: list[Decision] | None = None,
+) -> bool:
+    """May ``actor`` approve or deny ``row`` now? (``decisions``: its decisions, if the
+    caller read them already.)"""
     who = actor.principal_id
     if who is None or who == row.requested_by or row.status != RequestStatus.PENDING_APPROVAL:
         return False
     request = request_of(row)
-    approval = approval_of(s, row, request)
+    approval = approval_of(s, row, request, decisions)
     now = rt.clock.now()
     if any(d.stage == approval.current and d.approver_id == who for d in approval.decisions):
         return False
@@ -215,17 +224,19 @@ def _approver_view(
     return members_of, may_approve
 
 
-def approval_of(s: Session, row: RequestRow, request: Request) -> Approval:
-    """The approval rebuilt from the stored stages and decisions: the stage being decided
-    is the first whose quorum is not reached, and its clock started when the one before
-    completed."""
+def approval_of(
+    s: Session, row: RequestRow, request: Request, decisions: list[Decision] | None = None
+) -> Approval:
+    """The approval rebuilt from the stored stages and decisions (read here unless given):
+    the stage being decided is the first whose quorum is not reached, and its clock started
+    when the one before completed."""
     stages = decode_stages(row.stages)
     if not stages:
         raise AlreadyDecided(f"request {row.id} needs no approval")
     approval = Approval.start(
         request_id=row.id, requester_id=row.requested_by, stages=stages, now=row.requested_at
     )
-    approval.decisions = decisions_of(s, row.id)
+    approval.decisions = decisions_of(s, row.id) if decisions is None else list(decisions)
     approval.escalated = set(row.escalated)
     approval.current = current = current_stage(stages, approval.decisions)
     if current > 0:

@@ -17,16 +17,14 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from pimlico.db.request_store import decode_stages
+from pimlico.db.request_store import decisions_of_many, request_of
 from pimlico.db.tables import (
-    ApprovalDecisionRow,
     GroupRow,
     RequestRow,
     RoleRow,
     ServiceAccountRow,
     UserRow,
 )
-from pimlico.domain.approvals import Approval, Decision, current_stage
 from pimlico.domain.model import Target, TargetType
 from pimlico.domain.policy import ApprovalStage, ApproverType
 from pimlico.domain.requests import RequestStatus
@@ -130,18 +128,9 @@ def standing(rt: Pimlico, *, views: Iterable[RequestView]) -> dict[str, Standing
     found: dict[str, Standing] = {}
     with rt.reading() as s:
         rows = list(s.scalars(select(RequestRow).where(RequestRow.id.in_(pending))))
-        decided: dict[str, list[Decision]] = {row.id: [] for row in rows}
-        # The order approvals.approval_of reads them in (request_store.decisions_of).
-        for d in s.scalars(
-            select(ApprovalDecisionRow)
-            .where(ApprovalDecisionRow.request_id.in_(pending))
-            .order_by(ApprovalDecisionRow.decided_at, ApprovalDecisionRow.stage)
-        ):
-            decided[d.request_id].append(
-                Decision(d.stage, d.approver_id, d.approved, d.decided_at, d.justification)
-            )
+        decided = decisions_of_many(s, [row.id for row in rows])
         for row in rows:
-            approval = _approval(row, decided[row.id])
+            approval = approvals.approval_of(s, row, request_of(row), decided[row.id])
             found[row.id] = Standing(
                 number=approval.current + 1,
                 stages=len(approval.stages),
@@ -151,22 +140,6 @@ def standing(rt: Pimlico, *, views: Iterable[RequestView]) -> dict[str, Standing
                 escalated=approval.current in approval.escalated,
             )
     return found
-
-
-def _approval(row: RequestRow, decisions: list[Decision]) -> Approval:
-    """A pending request's approval, as ``approvals.approval_of`` rebuilds it (which reads
-    the decisions itself, one query per request); a test checks the two agree."""
-    stages = decode_stages(row.stages)
-    approval = Approval.start(
-        request_id=row.id, requester_id=row.requested_by, stages=stages, now=row.requested_at
-    )
-    approval.decisions = decisions
-    approval.escalated = set(row.escalated)
-    approval.current = current = current_stage(stages, decisions)
-    if current > 0:
-        completed = [d for d in decisions if d.stage == current - 1 and d.approved]
-        approval.stage_started_at = completed[stages[current - 1].quorum - 1].at
-    return approval
 
 
 def may_decide_now(rt: Pimlico, *, actor: Actor, request_id: str) -> bool:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from pimlico.db import mappers
 from pimlico.db.audit import WriteContext
-from pimlico.db.request_store import request_of, store_request, write_status
+from pimlico.db.request_store import decisions_of_many, request_of, store_request, write_status
 from pimlico.db.tables import AssignmentRow, RequestRow
 from pimlico.domain.approvals import Approval
 from pimlico.domain.catalogue import Perm
@@ -380,9 +380,11 @@ def list_requests(
         query = query.limit(limit)
     with rt.reading() as s:
         rows = list(s.scalars(query))
+        # Every listed request's decisions in one query, not one per request.
+        decided = decisions_of_many(s, [r.id for r in rows])
         if to_approve:
-            rows = [r for r in rows if may_decide(rt, s, actor, r)][:limit]
-        return [view_of(s, r) for r in rows]
+            rows = [r for r in rows if may_decide(rt, s, actor, r, decided[r.id])][:limit]
+        return [new_view(r, decisions=tuple(decided[r.id])) for r in rows]
 
 
 def _filtered(query: Select[RequestRow], where: RequestFilter) -> Select[RequestRow]:
