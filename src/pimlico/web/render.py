@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
@@ -131,9 +132,26 @@ class Problem:
         hint = " ".join(dict.fromkeys(hints)) or _WHAT_TO_DO.get(error.code)
         return cls(error.code, error.message, fields, hint, error.status)
 
+    @property
+    def needs_step_up(self) -> bool:
+        """Did it fail for want of a fresh MFA verification (offer "Verify now")?"""
+        return self.code == "MfaStepUpRequired" or any(f.rule == "MfaRule" for f in self.fields)
+
     def about(self, field_name: str) -> list[FieldError]:
         """The rules ``field_name`` broke (to show beside that field)."""
         return [f for f in self.fields if f.field == field_name]
+
+
+def _return_to(request: Request) -> str:
+    """The page to come back to after a step-up: this one, or for an answer to a form, the
+    page the form was on (its same-origin referrer)."""
+    if request.method == "GET":
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return session.safe_next(here)
+    referrer = urlsplit(request.headers.get("referer", ""))
+    if referrer.netloc != request.url.netloc:
+        return "/portal/"
+    return session.safe_next(referrer.path + (f"?{referrer.query}" if referrer.query else ""))
 
 
 def page(
@@ -163,6 +181,7 @@ def page(
             "clock": ClockFace(rt.clock.now(), zone),
             "span": span,
             "problem": None,
+            "return_to": _return_to(request),
             **context,
         },
         status_code=status,
