@@ -64,11 +64,6 @@ LEVEL_LABELS = {
     NotificationLevel.CRITICAL: "Critical mails only",
     NotificationLevel.NONE: "No mails",
 }
-DURATIONS = (
-    "activation.maximum_duration",
-    "assignment.eligible_maximum_duration",
-    "assignment.active_maximum_duration",
-)
 CHECKS = (
     "activation.require_mfa",
     "activation.require_justification",
@@ -84,8 +79,6 @@ CHECKS = (
     "assignment.eligible_require_mfa",
     "assignment.eligible_require_justification",
 )
-STAGE_CHECKS = ("approver_justification_required", "escalation_enabled")
-STAGE_DURATIONS = ("timeout", "escalation_after")
 
 
 async def form_of(request: Request) -> FormData:
