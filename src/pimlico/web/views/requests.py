@@ -22,7 +22,7 @@ from pimlico.api.deps import Paging, encode_cursor, runtime_of
 from pimlico.api.routes.request_models import after_cursor, newest_first
 from pimlico.domain.model import AssignmentKind, TargetType
 from pimlico.domain.policy import ApproverType
-from pimlico.domain.requests import RequestAction, RequestStatus
+from pimlico.domain.requests import TRANSITIONS, RequestAction, RequestStatus
 from pimlico.errors import FieldError, InvalidInput, NotFound, PermissionDenied, PimlicoError
 from pimlico.services import portal_requests, request_reads, requests
 from pimlico.services.lookups import MAX_TEXT
@@ -66,8 +66,6 @@ _NOTES: dict[RequestStatus, str] = {
     RequestStatus.REVOKED: "ended",
     RequestStatus.EXPIRED: "nobody decided in time",
 }
-CANCELABLE = frozenset({RequestStatus.PENDING_APPROVAL, RequestStatus.GRANTED})
-"""Statuses whose request may still be withdrawn (the use case has the last word)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +123,8 @@ class Shown:
 
     @property
     def cancelable(self) -> bool:
-        return self.status in CANCELABLE
+        # Withdrawable while the state machine allows it (the use case has the last word).
+        return RequestStatus.CANCELED in TRANSITIONS[self.status]
 
     @property
     def status_words(self) -> str:
