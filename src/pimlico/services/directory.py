@@ -213,7 +213,7 @@ def list_service_accounts(rt: Pimlico, *, actor: Actor) -> list[ServiceAccount]:
 # -- groups ---------------------------------------------------------------------------------
 
 
-def _group_write_permission(role_assignable: bool) -> str:
+def group_write_permission(role_assignable: bool) -> str:
     return Perm.ROLE_ASSIGNABLE_GROUPS_WRITE if role_assignable else Perm.GROUPS_WRITE
 
 
@@ -232,7 +232,7 @@ def create_group(
     display = check_name(display_name or name, "display_name")
     description = check_text(description, "description") or ""
     with rt.writing(actor) as w:
-        authorize(rt, actor, _group_write_permission(role_assignable))
+        authorize(rt, actor, group_write_permission(role_assignable))
         s = w.session
         if s.scalars(select(GroupRow.id).where(func.lower(GroupRow.name) == name.lower())).first():
             raise AlreadyExists(f"group name {name!r} is taken")
@@ -265,7 +265,7 @@ def update_group(
     """Change a group's names or PIM switch. (There is deliberately no ``role_assignable``.)"""
     with rt.writing(actor) as w:
         row = get_row(w.session, GroupRow, group_id, "group", lock=True)
-        authorize(rt, actor, _group_write_permission(row.role_assignable))
+        authorize(rt, actor, group_write_permission(row.role_assignable))
         before = mappers.group(row)
         if display_name is not None:
             row.display_name = check_name(display_name, "display_name")
@@ -302,7 +302,7 @@ def add_member(
     with rt.writing(actor) as w:
         s = w.session
         group = get_row(s, GroupRow, group_id, "group", lock=True)
-        authorize(rt, actor, _group_write_permission(group.role_assignable))
+        authorize(rt, actor, group_write_permission(group.role_assignable))
         principal_row(s, member)
         if (
             group.role_assignable
@@ -374,7 +374,7 @@ def remove_member(
     with rt.writing(actor) as w:
         s = w.session
         group = get_row(s, GroupRow, group_id, "group")
-        authorize(rt, actor, _group_write_permission(group.role_assignable))
+        authorize(rt, actor, group_write_permission(group.role_assignable))
         row = s.scalars(
             select(MembershipRow)
             .where(

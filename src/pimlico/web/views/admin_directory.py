@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pimlico.api.deps import runtime_of
 from pimlico.domain.catalogue import Perm
-from pimlico.domain.model import Group, PrincipalRef, PrincipalType, Relation
+from pimlico.domain.model import PrincipalRef, PrincipalType, Relation
 from pimlico.errors import AlreadyExists, CycleDetected, DepthExceeded, FieldError, PimlicoError
 from pimlico.services import assignments, directory, directory_reads, mfa, portal_directory
 from pimlico.services.runtime import Pimlico
@@ -357,14 +357,10 @@ def _group_page(
         owners=[m for m in current if m.relation is Relation.OWNER],
         parents=[m for m in parents if m.relation is Relation.MEMBER],
         names=portal_directory.names_of(rt, actor=actor, ids=ids),
-        may_change=viewer.holds(_write_permission(group)),
+        # Only to decide which buttons to show; the use case checks it again.
+        may_change=viewer.holds(directory.group_write_permission(group.role_assignable)),
         **fields,
     )
-
-
-def _write_permission(group: Group) -> str:
-    # Only to decide which buttons to show; the use case checks it again.
-    return Perm.ROLE_ASSIGNABLE_GROUPS_WRITE if group.role_assignable else Perm.GROUPS_WRITE
 
 
 @router.get("/admin/groups/{group_id}")
