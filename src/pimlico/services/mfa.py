@@ -273,6 +273,14 @@ def fresh_verifications(
     return {user_id: latest for user_id, latest in rows if is_fresh(latest, at, window)}
 
 
+def verified_recently(rt: Pimlico, *, actor: Actor) -> bool:
+    """Did ``actor`` verify MFA within ``mfa_freshness``? What an administrator's request
+    that the policy says needs MFA accepts (API and portal alike)."""
+    if actor.principal_id is None:
+        return False
+    return fresh_verification(rt, user_id=actor.principal_id, at=rt.clock.now()) is not None
+
+
 def factor_of(rt: Pimlico, *, actor: Actor, user_id: str) -> Factor | None:
     """The user's factor in use or being enrolled (never its secret), or ``None``. The user
     themselves may ask, and holders of ``pim.users.read``."""

@@ -25,7 +25,6 @@ from pimlico.domain.model import PrincipalRef, PrincipalType, TargetType
 from pimlico.domain.requests import RequestAction, RequestStatus
 from pimlico.services import mfa, request_reads, requests
 from pimlico.services.requests import RequestFilter
-from pimlico.services.runtime import Actor, Pimlico
 
 router = APIRouter(tags=["requests"])
 
@@ -66,14 +65,6 @@ _EXAMPLES: dict[str, Any] = {
 }
 
 
-def _mfa_verified(rt: Pimlico, caller: Actor) -> bool:
-    """Whether the caller verified MFA recently (``POST /me/mfa/verify``): what an
-    administrator's request that the policy says needs MFA accepts."""
-    if caller.principal_id is None:
-        return False
-    return mfa.fresh_verification(rt, user_id=caller.principal_id, at=rt.clock.now()) is not None
-
-
 @router.post(
     "/requests",
     response_model=RequestOut,
@@ -110,7 +101,7 @@ def create_request(
         ticket=None if body.ticket is None else body.ticket.to_domain(),
         idempotency_key=idempotency_key,
         dry_run=body.dry_run,
-        mfa_verified=not body.action.is_self_service and _mfa_verified(rt, caller),
+        mfa_verified=not body.action.is_self_service and mfa.verified_recently(rt, actor=caller),
     )
     written(response, done.revision)
     if done.value.dry_run:

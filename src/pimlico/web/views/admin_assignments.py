@@ -86,13 +86,6 @@ def _ticket(system: str | None, number: str | None) -> Ticket | None:
     return Ticket((system or "").strip(), (number or "").strip())
 
 
-def _mfa_verified(rt: Pimlico, viewer: Viewer) -> bool:
-    # As the API's POST /requests: a recent MFA verification (the sign-in's counts) is what
-    # an administrator's request needing MFA accepts.
-    at = rt.clock.now()
-    return mfa.fresh_verification(rt, user_id=viewer.user_id, at=at) is not None
-
-
 def _schedule(
     amount: str | None, unit: str | None, permanent: str | None, *, field: str = "duration"
 ) -> Schedule:
@@ -253,7 +246,7 @@ def add_assignment(
             schedule=_schedule(duration, duration_unit, permanent),
             justification=(justification or "").strip() or None,
             ticket=_ticket(ticket_system, ticket_number),
-            mfa_verified=_mfa_verified(rt, viewer),
+            mfa_verified=mfa.verified_recently(rt, actor=viewer.actor),
         )
     except PimlicoError as error:
         return _list_page(
@@ -322,7 +315,7 @@ def _change(
             schedule=schedule,
             justification=(justification or "").strip() or None,
             ticket=ticket,
-            mfa_verified=_mfa_verified(rt, viewer),
+            mfa_verified=mfa.verified_recently(rt, actor=viewer.actor),
         )
     except PimlicoError as error:
         return _detail_page(
