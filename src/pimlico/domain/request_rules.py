@@ -336,7 +336,7 @@ def _prolongation(
     found.extend(shape)
     if shape:
         return None
-    resolved = request.schedule.resolve(now, _default_length(settings, request.kind))
+    resolved = request.schedule.resolve(now, default_length(settings, request.kind))
     start = existing.start if extend else resolved.start
     window = Window(start, resolved.end)
     found.extend(
@@ -351,7 +351,15 @@ def _prolongation(
     return window
 
 
-def _default_length(settings: RoleSettings, kind: AssignmentKind) -> timedelta:
+def may_extend(end: datetime | None, now: datetime) -> bool:
+    """May an assignment ending at ``end`` be extended at ``now`` (in force, ending within
+    ``EXTEND_WINDOW``)? The rule ``_prolongation`` refuses by; for showing the action."""
+    return end is not None and now < end and end - now <= EXTEND_WINDOW
+
+
+def default_length(settings: RoleSettings, kind: AssignmentKind) -> timedelta:
+    """How long an extension or renewal lasts when its request names no length: the
+    longest the settings allow for ``kind``."""
     rules = settings.assignment
     if kind is AssignmentKind.ELIGIBLE:
         return rules.eligible_maximum_duration

@@ -25,7 +25,12 @@ from pimlico.db import mappers
 from pimlico.db.tables import AssignmentRow, GroupRow, RoleRow, UserRow
 from pimlico.domain.model import Assignment, AssignmentKind, PrincipalType, Target, TargetType
 from pimlico.domain.policy import ActivationRules, ApprovalStage, ApproverType
-from pimlico.domain.request_rules import EXTEND_WINDOW, RENEW_WINDOW, approval_stages
+from pimlico.domain.request_rules import (
+    RENEW_WINDOW,
+    approval_stages,
+    default_length,
+    may_extend,
+)
 from pimlico.domain.requests import RequestAction
 from pimlico.errors import NotFound, PermissionDenied
 from pimlico.services import decisions, mfa
@@ -158,7 +163,7 @@ def my_roles(rt: Pimlico, *, actor: Actor) -> MyRoles:
     expired: list[Held] = []
     for a in own:
         name = names.get(a.target.object_id, a.target.object_id)
-        ends_soon = a.end is not None and now < a.end and a.end - now <= EXTEND_WINDOW
+        ends_soon = may_extend(a.end, now)
         if a.end is not None and a.end <= now:
             again = any(c.kind is a.kind and key(c.target) == key(a.target) for c in current)
             if a.activated_from is None and not again:
@@ -315,13 +320,7 @@ def change_terms(
     with rt.reading() as s:
         settings = load_policy(s, held.target.type, held.target.object_id).settings
         approvers = _approver_names(s, approval_stages(settings, action))
-    rules = settings.assignment
-    longest = (
-        rules.eligible_maximum_duration
-        if held.kind is AssignmentKind.ELIGIBLE
-        else rules.active_maximum_duration
-    )
-    return ChangeTerms(held, approvers, longest)
+    return ChangeTerms(held, approvers, default_length(settings, held.kind))
 
 
 def _approver_names(s: Session, stages: tuple[ApprovalStage, ...]) -> tuple[str, ...]:
