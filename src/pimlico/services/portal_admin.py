@@ -23,9 +23,7 @@ from pimlico.db.audit import EXPORT_FIELDS
 from pimlico.db.tables import (
     AssignmentRow,
     GroupRow,
-    RoleRow,
     RoleSettingsRow,
-    ServiceAccountRow,
     UserRow,
 )
 from pimlico.domain.audit import AuditRecord, canonical_json
@@ -116,41 +114,6 @@ def target_name(rt: Pimlico, *, actor: Actor, target_type: TargetType, object_id
     authorize(rt, actor, Perm.GROUPS_READ)
     with rt.reading() as s:
         return get_row(s, GroupRow, object_id, "group").display_name
-
-
-def display_names(rt: Pimlico, *, actor: Actor, ids: Iterable[str]) -> dict[str, str]:
-    """A name for each id that is a user (``Alex Analyst (alex)``), group, service account or
-    role the caller may read; other ids are left out."""
-    wanted = sorted({i for i in ids if i})
-    found: dict[str, str] = {}
-    if not wanted:
-        return found
-    people = _may(rt, actor, Perm.USERS_READ)
-    with rt.reading() as s:
-        if people:
-            for uid, name, display in s.execute(
-                select(UserRow.id, UserRow.user_name, UserRow.display_name).where(
-                    UserRow.id.in_(wanted)
-                )
-            ):
-                found[uid] = f"{display} ({name})"
-            for aid, display in s.execute(
-                select(ServiceAccountRow.id, ServiceAccountRow.display_name).where(
-                    ServiceAccountRow.id.in_(wanted)
-                )
-            ):
-                found[aid] = display
-        if _may(rt, actor, Perm.GROUPS_READ):
-            for gid, display in s.execute(
-                select(GroupRow.id, GroupRow.display_name).where(GroupRow.id.in_(wanted))
-            ):
-                found[gid] = display
-        if _may(rt, actor, Perm.ROLES_READ):
-            for rid, name in s.execute(
-                select(RoleRow.id, RoleRow.name).where(RoleRow.id.in_(wanted))
-            ):
-                found[rid] = name
-    return found
 
 
 def approver_names(rt: Pimlico, *, actor: Actor, refs: Iterable[ApproverRef]) -> dict[str, str]:

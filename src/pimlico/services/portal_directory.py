@@ -4,8 +4,7 @@ person typed.
 
 Each read authorizes like the list it stands beside (``pim.groups.read`` for memberships and
 groups, ``pim.users.read`` for users and service accounts, ``pim.roles.read`` for roles; names
-per kind, as ``portal_admin.display_names``). Reads only: nothing here
-writes, and whether the caller may *use* what was found is the business of the use case it
+per kind). Reads only: nothing here writes, and whether the caller may *use* what was found is the business of the use case it
 is passed to.
 """
 

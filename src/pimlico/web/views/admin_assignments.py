@@ -108,7 +108,7 @@ def _state(a: Assignment, now: datetime) -> str:
 
 
 def _rows(rt: Pimlico, viewer: Viewer, found: list[Assignment]) -> list[dict[str, object]]:
-    names = portal_admin.display_names(
+    names = portal_directory.names_of(
         rt,
         actor=viewer.actor,
         ids=[a.principal.id for a in found] + [a.target.object_id for a in found],

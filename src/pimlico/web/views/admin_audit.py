@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from pimlico.api.deps import runtime_of
 from pimlico.domain.audit import AuditRecord
 from pimlico.errors import FieldError, InvalidInput
-from pimlico.services import audit, portal_admin
+from pimlico.services import audit, portal_admin, portal_directory
 from pimlico.services.audit import ChainCheck
 from pimlico.web.render import page
 from pimlico.web.session import UTC, Viewer
@@ -111,7 +111,7 @@ def _audit_page(
         **filters.asked(request, viewer),
     )
     shown = found[:PAGE_SIZE]
-    names = portal_admin.display_names(
+    names = portal_directory.names_of(
         rt,
         actor=viewer.actor,
         ids=[r.actor or "" for r in shown] + [r.target_id for r in shown],
