@@ -319,3 +319,13 @@ def authorize(
     )
     if not decision.allowed:
         raise PermissionDenied(f"{permission} is needed at {scope}")
+
+
+def allows(runtime: Pimlico, actor: Actor, permission: str, scope: str = "/") -> bool:
+    """``authorize`` as a question: may ``actor`` use ``permission`` at ``scope`` now? (For
+    reads that show what a caller may see, and leave out the rest.)"""
+    try:
+        authorize(runtime, actor, permission, scope)
+    except PermissionDenied:
+        return False
+    return True

@@ -31,9 +31,9 @@ from pimlico.domain.catalogue import Perm
 from pimlico.domain.model import Assignment, Group, Role, TargetType
 from pimlico.domain.policy import ApproverRef, ApproverType, RoleSettings
 from pimlico.domain.policy_codec import from_dict
-from pimlico.errors import FieldError, InvalidInput, InvalidPolicy, NotFound, PermissionDenied
+from pimlico.errors import FieldError, InvalidInput, InvalidPolicy, NotFound
 from pimlico.services import audit, directory, roles
-from pimlico.services.decisions import authorize
+from pimlico.services.decisions import allows, authorize
 from pimlico.services.lookups import get_row
 from pimlico.services.resolve import (
     PRINCIPAL_PREFIXES,
@@ -60,22 +60,14 @@ class SettingsTarget:
     version: int
 
 
-def _may(rt: Pimlico, actor: Actor, permission: str) -> bool:
-    try:
-        authorize(rt, actor, permission)
-    except PermissionDenied:
-        return False
-    return True
-
-
 def _readable_targets(rt: Pimlico, actor: Actor) -> tuple[list[Role], list[Group]]:
     """The roles and the PIM-enabled groups the caller may read: roles only with
     ``pim.roles.read``, groups only with ``pim.groups.read`` (a Groups Administrator reads
     groups, not roles, and must still see the group targets)."""
-    found_roles = roles.list_roles(rt, actor=actor) if _may(rt, actor, Perm.ROLES_READ) else []
+    found_roles = roles.list_roles(rt, actor=actor) if allows(rt, actor, Perm.ROLES_READ) else []
     groups = (
         [g for g in directory.list_groups(rt, actor=actor) if g.pim_enabled]
-        if _may(rt, actor, Perm.GROUPS_READ)
+        if allows(rt, actor, Perm.GROUPS_READ)
         else []
     )
     return found_roles, groups

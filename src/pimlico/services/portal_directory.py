@@ -4,8 +4,8 @@ person typed.
 
 Each read authorizes like the list it stands beside (``pim.groups.read`` for memberships and
 groups, ``pim.users.read`` for users and service accounts, ``pim.roles.read`` for roles; names
-per kind). Reads only: nothing here writes, and whether the caller may *use* what was found is the business of the use case it
-is passed to.
+per kind). Reads only: nothing here writes, and whether the caller may *use* what was found
+is the business of the use case it is passed to.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from pimlico.db import mappers
 from pimlico.db.tables import GroupRow, MembershipRow, RoleRow, ServiceAccountRow, UserRow
 from pimlico.domain.catalogue import Perm
 from pimlico.domain.model import Membership, PrincipalRef, PrincipalType
-from pimlico.errors import PermissionDenied
 from pimlico.services import resolve
-from pimlico.services.decisions import authorize
+from pimlico.services.decisions import allows, authorize
 from pimlico.services.runtime import Actor, Pimlico
 
 
@@ -50,7 +49,7 @@ def names_of(rt: Pimlico, *, actor: Actor, ids: Iterable[str]) -> dict[str, str]
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    people = _may(rt, actor, Perm.USERS_READ)
+    people = allows(rt, actor, Perm.USERS_READ)
     found: dict[str, str] = {}
     with rt.reading() as s:
         users = wanted if people else [i for i in wanted if i == actor.principal_id]
@@ -62,7 +61,7 @@ def names_of(rt: Pimlico, *, actor: Actor, ids: Iterable[str]) -> dict[str, str]
             ):
                 found[uid] = display if display == user_name else f"{display} ({user_name})"
         readable: list[tuple[type[GroupRow] | type[ServiceAccountRow], bool]] = [
-            (GroupRow, _may(rt, actor, Perm.GROUPS_READ)),
+            (GroupRow, allows(rt, actor, Perm.GROUPS_READ)),
             (ServiceAccountRow, people),
         ]
         for table, may in readable:
@@ -71,20 +70,12 @@ def names_of(rt: Pimlico, *, actor: Actor, ids: Iterable[str]) -> dict[str, str]
                     select(table.id, table.display_name).where(table.id.in_(wanted))
                 ):
                     found[pid] = display
-        if _may(rt, actor, Perm.ROLES_READ):
+        if allows(rt, actor, Perm.ROLES_READ):
             for rid, name in s.execute(
                 select(RoleRow.id, RoleRow.name).where(RoleRow.id.in_(wanted))
             ):
                 found[rid] = name
     return found
-
-
-def _may(rt: Pimlico, actor: Actor, permission: str) -> bool:
-    try:
-        authorize(rt, actor, permission)
-    except PermissionDenied:
-        return False
-    return True
 
 
 def principal_named(rt: Pimlico, *, actor: Actor, kind: PrincipalType, name: str) -> PrincipalRef:
