@@ -142,10 +142,11 @@ def standing(rt: Pimlico, *, views: Iterable[RequestView]) -> dict[str, Standing
     return found
 
 
-def may_decide_now(rt: Pimlico, *, actor: Actor, request_id: str) -> bool:
-    """Whether ``actor`` may approve or deny the request now, as ``approvals.approve`` would
-    judge it (never its requester; only a pending request; only an approver of its current
-    stage who has not decided it yet). An unknown request: ``False``."""
+def may_decide_now(rt: Pimlico, *, actor: Actor, view: RequestView) -> bool:
+    """Whether ``actor`` may approve or deny the request of ``view`` now, as
+    ``approvals.approve`` would judge it (never its requester; only a pending request; only an
+    approver of its current stage who has not decided it yet), with the decisions the view
+    already carries."""
     with rt.reading() as s:
-        row = s.get(RequestRow, request_id)
-        return row is not None and approvals.may_decide(rt, s, actor, row)
+        row = s.get(RequestRow, view.request.id)
+        return row is not None and approvals.may_decide(rt, s, actor, row, list(view.decisions))

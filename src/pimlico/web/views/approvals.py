@@ -69,7 +69,7 @@ def _approval_page(
             justification="",
         )
     [item] = shown(rt, [view])
-    decidable = portal_requests.may_decide_now(rt, actor=viewer.actor, request_id=request_id)
+    decidable = portal_requests.may_decide_now(rt, actor=viewer.actor, view=view)
     return page(
         request,
         "approvals_detail.html",
