@@ -46,6 +46,7 @@ from pimlico.domain.model import (
     User,
 )
 from pimlico.domain.permissions import matches
+from tests.engines import decide_both
 from tests.factories import HOUR, T0
 from tests.reference import reference_allows, reference_grants
 
@@ -294,7 +295,7 @@ class FollowingTheStore(RuleBasedStateMachine):
                 grants = reference_grants(d, principal_id, at, self.max_depth)
                 for permission in PERMISSIONS:
                     for scope in SCOPES:
-                        decision = self.index.decide(principal_id, permission, scope, at)
+                        decision = decide_both(self.index, principal_id, permission, scope, at)
                         giving = [a for a in grants if reference_allows(d, a, permission, scope)]
                         assert decision.allowed == bool(giving), (decision, giving)
                         if decision.allowed:

@@ -30,6 +30,7 @@ from pimlico.domain.model import (
     Target,
     User,
 )
+from tests.engines import decide_both
 from tests.factories import HOUR, T0, DirectoryBuilder
 from tests.reference import reference_decide
 
@@ -122,7 +123,7 @@ def every_question(directory: Directory) -> list[tuple[str, str, str, datetime]]
 
 def agree(index: DecisionIndex, directory: Directory, max_depth: int) -> None:
     for p, perm, scope, at in every_question(directory):
-        decision = index.decide(p, perm, scope, at)
+        decision = decide_both(index, p, perm, scope, at)
         expected = reference_decide(directory, p, perm, scope, at, max_depth)
         assert decision.allowed == expected, (p, perm, scope, at, decision)
 

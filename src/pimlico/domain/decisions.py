@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from sys import intern
@@ -36,7 +36,18 @@ from typing import Any
 from pimlico.domain.permissions import candidate_patterns, matches
 from pimlico.domain.scopes import ancestors
 
+try:  # the hot path in C, built when a C compiler was there (see _decide.c)
+    from pimlico.domain import _decide as _native
+except ImportError:  # pragma: no cover - a build without a compiler decides in pure Python
+    _native = None  # type: ignore[assignment]
+
+NATIVE_AVAILABLE = _native is not None
+"""Whether this installation has the C decision path (``DecisionIndex(native=False)`` still
+chooses the pure-Python one)."""
+
 FOREVER = math.inf
+GRANTED = "granted"
+NOT_GRANTED = "no active assignment grants this permission at this scope"
 
 
 def ts(at: datetime | None, default: float = FOREVER) -> float:
@@ -79,6 +90,17 @@ _Table = dict[str, tuple["_RoleGrant | int", ...]]
 # each one it reads is likely a cache miss, and those misses are most of a decision's cost.
 _View = tuple[Any, ...]
 _new = object.__new__
+
+
+def _interned_ancestors(scope: str) -> tuple[str, ...]:
+    """``scope`` and the scopes above it, interned (for the C path: see ``_hold``)."""
+    return tuple(intern(s) for s in ancestors(scope))
+
+
+def _interned_candidates(permission: str) -> tuple[str, ...]:
+    """``candidate_patterns``, interned: the tables' keys are, so a look-up finds its key by
+    address without reading the key's string."""
+    return tuple(intern(p) for p in candidate_patterns(permission))
 
 
 def chain_of(path: Path | None) -> tuple[Step, ...]:
@@ -221,7 +243,13 @@ class DecisionIndex:
     returns (inside ``bulk()``: once the block ends).
     """
 
-    def __init__(self, max_depth: int = 8) -> None:
+    decide: Callable[[str, str, str, datetime], Decision]
+    """``decide(principal_id, permission, scope, at)``: the decision, with its explanation.
+
+    The C path when this installation has it (``native``), else the pure-Python ``_decide``:
+    the same walk over the same structures, the same answers (the tests ask both)."""
+
+    def __init__(self, max_depth: int = 8, *, native: bool = True) -> None:
         self.max_depth = max_depth
         self.revision = 0
         self._enabled: dict[str, bool] = {}  # users and service accounts
@@ -258,6 +286,25 @@ class DecisionIndex:
         self._dirty_principals: set[str] = set()
         self._in_progress: set[str] = set()
         self._building = False
+        # With the C path, each view is also kept packed (``_decide.pack``), for it to read.
+        self._packed: dict[str, object] = {}
+        self._pack: Callable[[_View], object | None] | None = None
+        self.native = native and _native is not None
+        if native and _native is not None:
+            self._pack = _native.pack
+            self.decide = _native.Decider(
+                self,
+                self._packed,
+                self._decide,
+                _interned_ancestors,
+                _interned_candidates,
+                Decision,
+                Grant,
+                GRANTED,
+                NOT_GRANTED,
+            )
+        else:
+            self.decide = self._decide
 
     # -- feeding --------------------------------------------------------------------------
 
@@ -281,6 +328,7 @@ class DecisionIndex:
             # Edges fed before the group was known filed it as a user: forget those paths.
             self._paths.pop(group_id, None)
             self._views.pop(group_id, None)
+            self._packed.pop(group_id, None)
             self._dirty_principals.discard(group_id)
             self._dirty_groups.add(group_id)
             self._settle()
@@ -381,7 +429,8 @@ class DecisionIndex:
 
     # -- asking ---------------------------------------------------------------------------
 
-    def decide(self, principal_id: str, permission: str, scope: str, at: datetime) -> Decision:
+    def _decide(self, principal_id: str, permission: str, scope: str, at: datetime) -> Decision:
+        """The pure-Python decision (see ``decide``; the C path's fallback and twin)."""
         t = at.timestamp()
         view = self._views.get(principal_id)
         if view is None:  # a group asked about directly (rare: worked out on the spot)
@@ -430,7 +479,7 @@ class DecisionIndex:
                                         permission,
                                         scope,
                                         at,
-                                        "granted",
+                                        GRANTED,
                                         _found(grant, pattern, view[source + 2], path),
                                         self.revision,
                                     )
@@ -441,7 +490,7 @@ class DecisionIndex:
                         permission,
                         scope,
                         at,
-                        "granted",
+                        GRANTED,
                         _found(source, pattern, principal_id, None),
                         self.revision,
                     )
@@ -451,7 +500,7 @@ class DecisionIndex:
             permission,
             scope,
             at,
-            "no active assignment grants this permission at this scope",
+            NOT_GRANTED,
             None,
             self.revision,
         )
@@ -585,7 +634,8 @@ class DecisionIndex:
             self._dirty_principals.add(member_id)
 
     def _hold(self, aid: str, pid: str, role_id: str, scope: str, start: float, end: float) -> None:
-        entry: _RoleGrant = (scope, start, end, aid, role_id)
+        # Every grant's scope is interned: the C path compares scopes by address.
+        entry: _RoleGrant = (intern(scope), start, end, aid, role_id)
         group = pid in self._groups
         held = self._held.get(pid)
         if held is None:
@@ -653,7 +703,7 @@ class DecisionIndex:
             paths = self._paths.get(pid)
             if paths is None:  # a holder never put nor linked: its paths are just itself
                 paths = self._paths[pid] = self._principal_paths(pid)
-            self._views[pid] = self._view_of(pid, self._enabled.get(pid, True), paths)
+            self._set_view(pid, self._view_of(pid, self._enabled.get(pid, True), paths))
         if self._new_holders or self._grown:
             for pid in self._principals_below(self._new_holders | self._grown.keys()) - principals:
                 self._add_to_view(pid)
@@ -712,6 +762,7 @@ class DecisionIndex:
             return
         reached = view[4::3]
         added = [g for g in paths if g in self._new_holders and g not in reached]
+        changed = bool(added)
         if added:
             table = dict(view[1])
             extended = [view[0], table, *view[2:]]
@@ -733,8 +784,22 @@ class DecisionIndex:
                 found = table.get(pattern)
                 if found is None:
                     table[pattern] = here
+                    changed = True
                 elif position not in found:
                     table[pattern] = self._sources(found, here)
+                    changed = True
+        if changed:
+            self._set_view(pid, view)
+
+    def _set_view(self, pid: str, view: _View) -> None:
+        """``pid``'s view is now ``view``: keep it, and with the C path, packed for it too."""
+        self._views[pid] = view
+        if self._pack is not None:
+            packed = self._pack(view)
+            if packed is None:  # not a shape the C path knows: the pure engine will answer
+                self._packed.pop(pid, None)
+            else:
+                self._packed[pid] = packed
 
     # Most principals reach their groups' patterns through the same few positions: those
     # tuples are shared (millions of them otherwise).

@@ -1,0 +1,834 @@
+/*
+ * pimlico.domain._decide: the decision index's hot path in C.
+ *
+ * A Decider answers DecisionIndex.decide(principal_id, permission, scope, at) by walking the
+ * index's own Python structures (see decisions.py: a principal's view, its table of patterns,
+ * the grants of the groups it reaches and its paths to them) exactly as the pure-Python
+ * DecisionIndex._decide does, and builds the same Decision and Grant objects. It only reads:
+ * the index stays owned and changed by Python. Whatever it does not expect (a principal with
+ * no view, a disabled one, a structure of another shape, arguments given by keyword) goes to
+ * the pure-Python engine, which answers with the same words; the C path never guesses.
+ *
+ * Why it is safe to hold borrowed references during a walk: the walk runs no Python code
+ * (dict and frozenset look-ups of exact str keys, tuple reads, float compares), so no other
+ * thread can run and change what is being read until it returns.
+ *
+ * Optional: built when a C compiler is there (setuptools' "optional" extension); without it,
+ * decisions.py uses the pure-Python engine, which gives the same answers (the tests run both).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <structmember.h>
+
+#define CACHE_MAX 65536 /* as the lru_caches of ancestors() and candidate_patterns() */
+
+#define FOUND 1
+#define NOT_FOUND 0
+#define FAILED (-1)
+#define FALLBACK (-2)
+
+enum { D_ALLOWED, D_PRINCIPAL, D_PERMISSION, D_SCOPE, D_AT, D_REASON, D_GRANT, D_REVISION, D_N };
+static const char *decision_fields[D_N] = {
+    "allowed", "principal_id", "permission", "scope", "at", "reason", "grant", "revision",
+};
+enum { G_GRANT, G_PATTERN, G_HOLDER, G_PATH, G_N };
+static const char *grant_fields[G_N] = {"_grant", "pattern", "holder_id", "_path"};
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *index;       /* the DecisionIndex (for its revision) */
+    PyObject *packed;      /* index._packed: principal id -> Packed (its view, packed) */
+    PyObject *fallback;    /* index._decide: the pure-Python engine */
+    PyObject *ancestors;   /* scope -> tuple of the scopes covering it, interned */
+    PyObject *candidates;  /* permission -> tuple of the patterns matching it, interned */
+    PyObject *scope_cache; /* dict: scope -> ancestors(scope) */
+    PyObject *perm_cache;  /* dict: permission -> candidates(permission) */
+    PyObject *granted;     /* the reasons, as the pure engine words them */
+    PyObject *denied;
+    PyTypeObject *decision_type;
+    PyTypeObject *grant_type;
+    Py_ssize_t decision_offsets[D_N];
+    Py_ssize_t grant_offsets[G_N];
+} Decider;
+
+static PyObject *str_revision;
+static PyObject *str_timestamp;
+
+/* -- instants -------------------------------------------------------------------------- */
+
+/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d (H. Hinnant's algorithm). */
+static long long
+days_from_civil(long long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+#define MAX_EXACT (1LL << 53) /* integers up to this are exact as doubles */
+
+/* ``at.timestamp()``. For a datetime in datetime.UTC it is worked out here, as CPython does
+ * it: whole microseconds since the epoch, divided by 10**6 once (both exact as doubles, so
+ * the quotient is the same correctly rounded float). Anything else asks the object. */
+static int
+timestamp_of(PyObject *at, double *out)
+{
+    if (PyDateTime_CheckExact(at)) {
+        PyDateTime_DateTime *dt = (PyDateTime_DateTime *)at;
+        if (dt->hastzinfo && dt->tzinfo == PyDateTime_TimeZone_UTC) {
+            long long days = days_from_civil(PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at),
+                                             PyDateTime_GET_DAY(at));
+            long long seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(at) * 3600 +
+                                PyDateTime_DATE_GET_MINUTE(at) * 60 +
+                                PyDateTime_DATE_GET_SECOND(at);
+            long long micros = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(at);
+            if (micros > -MAX_EXACT && micros < MAX_EXACT) { /* (years 1685 to 2255) */
+                *out = (double)micros / 1e6;
+                return 0;
+            }
+        }
+    }
+    PyObject *value = PyObject_CallMethodNoArgs(at, str_timestamp);
+    if (value == NULL) {
+        return -1;
+    }
+    double t = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+static int
+as_double(PyObject *value, double *out)
+{
+    if (PyFloat_CheckExact(value)) {
+        *out = PyFloat_AS_DOUBLE(value);
+        return 0;
+    }
+    if (!PyFloat_Check(value) && !PyLong_Check(value)) {
+        return FALLBACK;
+    }
+    double v = PyFloat_AsDouble(value);
+    if (v == -1.0 && PyErr_Occurred()) {
+        return FAILED;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Is ``start <= t < end`` for the window at items 1 and 2 of a grant? */
+static int
+window_holds(PyObject *grant, double t)
+{
+    double start, end;
+    int r = as_double(PyTuple_GET_ITEM(grant, 1), &start);
+    if (r < 0) {
+        return r;
+    }
+    r = as_double(PyTuple_GET_ITEM(grant, 2), &end);
+    if (r < 0) {
+        return r;
+    }
+    return start <= t && t < end;
+}
+
+/* Is ``scope`` one of ``scopes`` (the question's scope and those above it)? Both sides are
+ * interned (DecisionIndex._hold, _interned_ancestors): equal scopes are the same object, so
+ * the grant's scope string is never read, only its address compared. */
+static inline int
+covered(PyObject *scope, PyObject *scopes)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(scopes); i++) {
+        if (PyTuple_GET_ITEM(scopes, i) == scope) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* -- a principal's packed table ---------------------------------------------------------- */
+
+/*
+ * A Packed is one principal's view (see decisions.py: enabled, the table pattern -> sources,
+ * then per group holder it reaches: that group's pattern -> grants dict, the paths to it, its
+ * id) copied into one block of memory: a small hash table of its patterns (by address: they
+ * are interned), then its sources, with its own grants' scopes and windows inline, then the
+ * group holders, then the windows of the paths to them. At a million assignments nearly every
+ * object a decision reads is a cache miss, one after another: in the view that is the tuple,
+ * the table dict, its keys, the sources tuple, the grant tuple, its floats and the path's;
+ * here most of them are a few neighbouring lines.
+ *
+ * A Packed is a snapshot of its view: DecisionIndex packs the view again whenever it changes
+ * the view (a reader sees the old one or the new one, as with the view). The groups' grants
+ * dicts are shared and live, as in the view: a group's grant that changes is seen at once.
+ */
+
+typedef struct {
+    PyObject *pattern; /* NULL: an empty slot */
+    uint32_t first;    /* its cells: first its own grants (4 cells each), then its groups' */
+    uint16_t own;
+    uint16_t groups;
+} Slot;
+
+typedef struct { /* one of the principal's own grants: 4 cells */
+    PyObject *grant;
+    PyObject *scope;
+    double start;
+    double end;
+} Own;
+
+typedef union { /* cells: 8 bytes each */
+    PyObject *object;
+    double number;
+    Py_ssize_t holder; /* a group holder's index */
+} Cell;
+
+typedef struct {
+    PyObject *held; /* the group's pattern -> grants dict */
+    PyObject *id;
+    Py_ssize_t first_path;
+    Py_ssize_t paths;
+} Holder;
+
+typedef struct {
+    double start;
+    double end;
+    PyObject *path;
+} PathWindow;
+
+typedef struct {
+    PyObject_VAR_HEAD
+    int enabled;
+    Py_ssize_t mask;
+    Py_ssize_t cells_count;
+    Py_ssize_t holders_count;
+    Py_ssize_t paths_count;
+    Slot *slots;
+    Cell *cells;
+    Holder *holders;
+    PathWindow *paths;
+    double data[1];
+} Packed;
+
+#define OWN_CELLS ((Py_ssize_t)(sizeof(Own) / sizeof(Cell)))
+
+static PyTypeObject PackedType;
+
+static inline size_t
+slot_of(PyObject *pattern, Py_ssize_t mask)
+{
+    return (size_t)(((uint64_t)(uintptr_t)pattern * 0x9E3779B97F4A7C15ull) >> 32) & (size_t)mask;
+}
+
+static const Slot *
+find_slot(const Packed *packed, PyObject *pattern)
+{
+    for (size_t i = slot_of(pattern, packed->mask);; i = (i + 1) & (size_t)packed->mask) {
+        const Slot *slot = &packed->slots[i];
+        if (slot->pattern == pattern) {
+            return slot;
+        }
+        if (slot->pattern == NULL) {
+            return NULL;
+        }
+    }
+}
+
+static int
+is_interned_str(PyObject *value)
+{
+    return PyUnicode_CheckExact(value) && PyUnicode_CHECK_INTERNED(value);
+}
+
+static int
+is_number(PyObject *value)
+{
+    return PyFloat_CheckExact(value) || PyLong_CheckExact(value);
+}
+
+/* Does ``view`` have the shape the walk expects? Counts the cells and paths packing needs. */
+static int
+measure(PyObject *view, Py_ssize_t *patterns, Py_ssize_t *cells, Py_ssize_t *paths)
+{
+    Py_ssize_t size = PyTuple_GET_SIZE(view);
+    if (size < 2 || (size - 2) % 3 != 0 || !PyDict_CheckExact(PyTuple_GET_ITEM(view, 1)) ||
+        !PyBool_Check(PyTuple_GET_ITEM(view, 0))) {
+        return 0;
+    }
+    Py_ssize_t holders = (size - 2) / 3;
+    *paths = 0;
+    for (Py_ssize_t k = 0; k < holders; k++) {
+        PyObject *held = PyTuple_GET_ITEM(view, 2 + 3 * k);
+        PyObject *holder_paths = PyTuple_GET_ITEM(view, 3 + 3 * k);
+        if (!PyDict_CheckExact(held) || !PyTuple_CheckExact(holder_paths)) {
+            return 0;
+        }
+        for (Py_ssize_t p = 0; p < PyTuple_GET_SIZE(holder_paths); p++) {
+            PyObject *path = PyTuple_GET_ITEM(holder_paths, p);
+            if (!PyTuple_CheckExact(path) || PyTuple_GET_SIZE(path) < 2 ||
+                !is_number(PyTuple_GET_ITEM(path, 0)) || !is_number(PyTuple_GET_ITEM(path, 1))) {
+                return 0;
+            }
+        }
+        *paths += PyTuple_GET_SIZE(holder_paths);
+    }
+    PyObject *table = PyTuple_GET_ITEM(view, 1);
+    *patterns = PyDict_GET_SIZE(table);
+    *cells = 0;
+    Py_ssize_t pos = 0;
+    PyObject *pattern, *found;
+    while (PyDict_Next(table, &pos, &pattern, &found)) {
+        if (!is_interned_str(pattern) || !PyTuple_CheckExact(found)) {
+            return 0;
+        }
+        Py_ssize_t own = 0, groups = 0;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(found); j++) {
+            PyObject *source = PyTuple_GET_ITEM(found, j);
+            if (PyLong_CheckExact(source)) {
+                Py_ssize_t at = PyLong_AsSsize_t(source);
+                if (at < 2 || at >= size || (at - 2) % 3 != 0) {
+                    PyErr_Clear();
+                    return 0;
+                }
+                groups++;
+            }
+            else if (groups == 0 && PyTuple_CheckExact(source) && PyTuple_GET_SIZE(source) >= 5 &&
+                     is_interned_str(PyTuple_GET_ITEM(source, 0)) &&
+                     is_number(PyTuple_GET_ITEM(source, 1)) &&
+                     is_number(PyTuple_GET_ITEM(source, 2))) {
+                own++; /* (own grants come first in a table: the walk keeps that order) */
+            }
+            else {
+                return 0;
+            }
+        }
+        if (own > UINT16_MAX || groups > UINT16_MAX) {
+            return 0;
+        }
+        *cells += own * OWN_CELLS + groups;
+    }
+    return *cells <= UINT32_MAX;
+}
+
+/* A number measure() accepted, as a double (an int too large for one is an error). */
+static int
+number(PyObject *value, double *out)
+{
+    return as_double(value, out) < 0 ? -1 : 0;
+}
+
+static PyObject *
+module_pack(PyObject *Py_UNUSED(module), PyObject *view)
+{
+    Py_ssize_t patterns, cells, paths;
+    if (!PyTuple_CheckExact(view) || !measure(view, &patterns, &cells, &paths)) {
+        Py_RETURN_NONE; /* not a view as the walk knows them: the pure engine decides */
+    }
+    Py_ssize_t slots = 8; /* at most 3/4 full */
+    while (slots * 3 < patterns * 4) {
+        slots *= 2;
+    }
+    Py_ssize_t holders = (PyTuple_GET_SIZE(view) - 2) / 3;
+    size_t bytes = (size_t)slots * sizeof(Slot) + (size_t)cells * sizeof(Cell) +
+                   (size_t)holders * sizeof(Holder) + (size_t)paths * sizeof(PathWindow);
+    Packed *packed = PyObject_NewVar(Packed, &PackedType, (Py_ssize_t)(bytes / sizeof(double)));
+    if (packed == NULL) {
+        return NULL;
+    }
+    memset(packed->data, 0, bytes);
+    char *cursor = (char *)packed->data;
+    packed->slots = (Slot *)cursor;
+    cursor += (size_t)slots * sizeof(Slot);
+    packed->cells = (Cell *)cursor;
+    cursor += (size_t)cells * sizeof(Cell);
+    packed->holders = (Holder *)cursor;
+    cursor += (size_t)holders * sizeof(Holder);
+    packed->paths = (PathWindow *)cursor;
+    packed->enabled = PyTuple_GET_ITEM(view, 0) == Py_True;
+    packed->mask = slots - 1;
+    packed->cells_count = 0; /* counted as filled, so that dealloc releases what was set */
+    packed->holders_count = 0;
+    packed->paths_count = 0;
+    for (Py_ssize_t k = 0; k < holders; k++) {
+        PyObject *holder_paths = PyTuple_GET_ITEM(view, 3 + 3 * k);
+        Holder *holder = &packed->holders[k];
+        holder->held = Py_NewRef(PyTuple_GET_ITEM(view, 2 + 3 * k));
+        holder->id = Py_NewRef(PyTuple_GET_ITEM(view, 4 + 3 * k));
+        holder->first_path = packed->paths_count;
+        holder->paths = PyTuple_GET_SIZE(holder_paths);
+        packed->holders_count++;
+        for (Py_ssize_t p = 0; p < holder->paths; p++) {
+            PyObject *path = PyTuple_GET_ITEM(holder_paths, p);
+            PathWindow *window = &packed->paths[packed->paths_count++];
+            window->path = Py_NewRef(path);
+            if (number(PyTuple_GET_ITEM(path, 0), &window->start) < 0 ||
+                number(PyTuple_GET_ITEM(path, 1), &window->end) < 0) {
+                Py_DECREF(packed);
+                return NULL;
+            }
+        }
+    }
+    Py_ssize_t pos = 0;
+    PyObject *pattern, *found;
+    while (PyDict_Next(PyTuple_GET_ITEM(view, 1), &pos, &pattern, &found)) {
+        size_t i = slot_of(pattern, packed->mask);
+        while (packed->slots[i].pattern != NULL) {
+            i = (i + 1) & (size_t)packed->mask;
+        }
+        Slot *slot = &packed->slots[i];
+        slot->pattern = Py_NewRef(pattern);
+        slot->first = (uint32_t)packed->cells_count;
+        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(found); j++) {
+            PyObject *item = PyTuple_GET_ITEM(found, j);
+            if (PyLong_CheckExact(item)) {
+                packed->cells[packed->cells_count++].holder = (PyLong_AsSsize_t(item) - 2) / 3;
+                slot->groups++;
+                continue;
+            }
+            Own *own = (Own *)&packed->cells[packed->cells_count];
+            own->grant = Py_NewRef(item);
+            own->scope = Py_NewRef(PyTuple_GET_ITEM(item, 0));
+            packed->cells_count += OWN_CELLS;
+            slot->own++;
+            if (number(PyTuple_GET_ITEM(item, 1), &own->start) < 0 ||
+                number(PyTuple_GET_ITEM(item, 2), &own->end) < 0) {
+                Py_DECREF(packed);
+                return NULL;
+            }
+        }
+    }
+    return (PyObject *)packed;
+}
+
+static void
+packed_dealloc(Packed *self)
+{
+    for (Py_ssize_t i = 0; i <= self->mask; i++) {
+        const Slot *slot = &self->slots[i];
+        if (slot->pattern == NULL) {
+            continue;
+        }
+        Py_DECREF(slot->pattern);
+        Own *own = (Own *)&self->cells[slot->first];
+        for (uint16_t j = 0; j < slot->own; j++, own++) {
+            Py_XDECREF(own->grant);
+            Py_XDECREF(own->scope);
+        }
+    }
+    for (Py_ssize_t i = 0; i < self->holders_count; i++) {
+        Py_XDECREF(self->holders[i].held);
+        Py_XDECREF(self->holders[i].id);
+    }
+    for (Py_ssize_t i = 0; i < self->paths_count; i++) {
+        Py_XDECREF(self->paths[i].path);
+    }
+    PyObject_Free(self);
+}
+
+static PyTypeObject PackedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pimlico.domain._decide.Packed",
+    .tp_doc = PyDoc_STR("one principal's view, packed for the C decision path"),
+    .tp_basicsize = offsetof(Packed, data),
+    .tp_itemsize = sizeof(double),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)packed_dealloc,
+};
+
+/* -- the walk -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *grant;   /* borrowed, like everything here */
+    PyObject *pattern;
+    PyObject *holder;  /* NULL: the principal itself */
+    PyObject *path;    /* NULL: held directly */
+} Found;
+
+/* The first grant, in the pure engine's order, that applies: the principal's own grants of
+ * a pattern, then its groups' (each along the first path in force), pattern by pattern. */
+static int
+walk(const Packed *packed, PyObject *patterns, PyObject *scopes, double t, Found *found)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(patterns); i++) {
+        PyObject *pattern = PyTuple_GET_ITEM(patterns, i);
+        const Slot *slot = find_slot(packed, pattern);
+        if (slot == NULL) {
+            continue;
+        }
+        const Own *own = (const Own *)&packed->cells[slot->first];
+        for (uint16_t j = 0; j < slot->own; j++, own++) { /* the principal's own grants */
+            if (covered(own->scope, scopes) && own->start <= t && t < own->end) {
+                found->grant = own->grant;
+                found->pattern = pattern;
+                found->holder = NULL;
+                found->path = NULL;
+                return FOUND;
+            }
+        }
+        const Cell *group = &packed->cells[slot->first + (uint32_t)slot->own * OWN_CELLS];
+        for (uint16_t j = 0; j < slot->groups; j++, group++) { /* its groups' */
+            const Holder *holder = &packed->holders[group->holder];
+            PyObject *grants = PyDict_GetItemWithError(holder->held, pattern);
+            if (grants == NULL) { /* the group no longer holds it */
+                if (PyErr_Occurred()) {
+                    return FAILED;
+                }
+                continue;
+            }
+            if (!PyTuple_CheckExact(grants)) {
+                return FALLBACK;
+            }
+            for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(grants); k++) {
+                PyObject *grant = PyTuple_GET_ITEM(grants, k);
+                if (!PyTuple_CheckExact(grant) || PyTuple_GET_SIZE(grant) < 5) {
+                    return FALLBACK;
+                }
+                if (!covered(PyTuple_GET_ITEM(grant, 0), scopes)) {
+                    continue;
+                }
+                int r = window_holds(grant, t);
+                if (r < 0) {
+                    return r;
+                }
+                if (r == NOT_FOUND) {
+                    continue;
+                }
+                const PathWindow *window = &packed->paths[holder->first_path];
+                for (Py_ssize_t p = 0; p < holder->paths; p++, window++) {
+                    if (window->start <= t && t < window->end) {
+                        found->grant = grant;
+                        found->pattern = pattern;
+                        found->holder = holder->id;
+                        found->path = window->path;
+                        return FOUND;
+                    }
+                }
+            }
+        }
+    }
+    return NOT_FOUND;
+}
+
+/* -- building the answer ----------------------------------------------------------------- */
+
+static inline void
+put(PyObject *obj, Py_ssize_t offset, PyObject *value)
+{
+    *(PyObject **)((char *)obj + offset) = Py_NewRef(value);
+}
+
+/* A new instance of a __slots__ class with every slot set, as object.__new__ and setattr
+ * would make it (the pure engine builds its Grant that way too). */
+static PyObject *
+new_slotted(PyTypeObject *type, const Py_ssize_t *offsets, PyObject *const *values, int n)
+{
+    PyObject *obj = type->tp_alloc(type, 0);
+    if (obj == NULL) {
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        put(obj, offsets[i], values[i]);
+    }
+    return obj;
+}
+
+static PyObject *
+answer(Decider *self, PyObject *const *args, int allowed, const Found *found)
+{
+    PyObject *grant = Py_None;
+    if (allowed) {
+        PyObject *values[G_N] = {
+            found->grant,
+            found->pattern,
+            found->holder != NULL ? found->holder : args[0],
+            found->path != NULL ? found->path : Py_None,
+        };
+        grant = new_slotted(self->grant_type, self->grant_offsets, values, G_N);
+        if (grant == NULL) {
+            return NULL;
+        }
+    }
+    PyObject *revision = PyObject_GetAttr(self->index, str_revision);
+    if (revision == NULL) {
+        if (allowed) {
+            Py_DECREF(grant);
+        }
+        return NULL;
+    }
+    PyObject *values[D_N] = {
+        allowed ? Py_True : Py_False,
+        args[0],
+        args[1],
+        args[2],
+        args[3],
+        allowed ? self->granted : self->denied,
+        grant,
+        revision,
+    };
+    PyObject *decision = new_slotted(self->decision_type, self->decision_offsets, values, D_N);
+    Py_DECREF(revision);
+    if (allowed) {
+        Py_DECREF(grant);
+    }
+    return decision;
+}
+
+/* ``fn(key)``, remembered in ``cache`` (a new reference). */
+static PyObject *
+cached(PyObject *cache, PyObject *fn, PyObject *key)
+{
+    PyObject *value = PyDict_GetItemWithError(cache, key);
+    if (value != NULL) {
+        return Py_NewRef(value);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    value = PyObject_CallOneArg(fn, key);
+    if (value == NULL) {
+        return NULL;
+    }
+    if (PyDict_GET_SIZE(cache) >= CACHE_MAX) {
+        PyDict_Clear(cache);
+    }
+    if (PyDict_SetItem(cache, key, value) < 0) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+static PyObject *
+decider_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Decider *self = (Decider *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 4 || kwnames != NULL || !PyUnicode_CheckExact(args[0]) ||
+        !PyUnicode_CheckExact(args[1]) || !PyUnicode_CheckExact(args[2])) {
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    }
+    double t;
+    if (timestamp_of(args[3], &t) < 0) {
+        return NULL;
+    }
+    PyObject *packed = PyDict_GetItemWithError(self->packed, args[0]);
+    if (packed == NULL || !Py_IS_TYPE(packed, &PackedType) || !((Packed *)packed)->enabled) {
+        /* Unknown, a group asked about directly, or disabled: the pure engine says which. */
+        if (packed == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    }
+    Py_INCREF(packed);
+    PyObject *patterns = cached(self->perm_cache, self->candidates, args[1]);
+    PyObject *scopes = patterns == NULL ? NULL : cached(self->scope_cache, self->ancestors, args[2]);
+    PyObject *result = NULL;
+    if (scopes != NULL) {
+        if (!PyTuple_CheckExact(patterns) || !PyTuple_CheckExact(scopes)) {
+            result = PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+        }
+        else {
+            Found found;
+            int r = walk((Packed *)packed, patterns, scopes, t, &found);
+            if (r == FALLBACK) {
+                result = PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+            }
+            else if (r != FAILED) {
+                result = answer(self, args, r == FOUND, &found);
+            }
+        }
+    }
+    Py_XDECREF(scopes);
+    Py_XDECREF(patterns);
+    Py_DECREF(packed);
+    return result;
+}
+
+/* -- the type ---------------------------------------------------------------------------- */
+
+/* The offset of slot ``name`` of ``type``, checked to be an object slot of that very type. */
+static int
+slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *offset)
+{
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name);
+    if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        PyDescr_TYPE(descr) != type) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+    if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a writable object slot", type->tp_name, name);
+        return -1;
+    }
+    *offset = member->offset;
+    return 0;
+}
+
+static int
+slot_offsets(PyTypeObject *type, const char **names, int n, Py_ssize_t *offsets)
+{
+    if (type->tp_dictoffset != 0 || type->tp_alloc == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s must be a __slots__ class", type->tp_name);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if (slot_offset(type, names[i], &offsets[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+decider_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"index", "packed", "fallback", "ancestors", "candidates",
+                            "decision_type", "grant_type", "granted", "denied", NULL};
+    PyObject *index, *packed, *fallback, *ancestors, *candidates, *granted, *denied;
+    PyTypeObject *decision_type, *grant_type;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOOO!O!UU:Decider", names, &index,
+                                     &PyDict_Type, &packed, &fallback, &ancestors, &candidates,
+                                     &PyType_Type, &decision_type, &PyType_Type, &grant_type,
+                                     &granted, &denied)) {
+        return NULL;
+    }
+    Decider *self = (Decider *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = decider_call;
+    self->index = Py_NewRef(index);
+    self->packed = Py_NewRef(packed);
+    self->fallback = Py_NewRef(fallback);
+    self->ancestors = Py_NewRef(ancestors);
+    self->candidates = Py_NewRef(candidates);
+    self->granted = Py_NewRef(granted);
+    self->denied = Py_NewRef(denied);
+    self->decision_type = (PyTypeObject *)Py_NewRef(decision_type);
+    self->grant_type = (PyTypeObject *)Py_NewRef(grant_type);
+    self->scope_cache = PyDict_New();
+    self->perm_cache = PyDict_New();
+    if (self->scope_cache == NULL || self->perm_cache == NULL ||
+        slot_offsets(decision_type, decision_fields, D_N, self->decision_offsets) < 0 ||
+        slot_offsets(grant_type, grant_fields, G_N, self->grant_offsets) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+decider_traverse(Decider *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->index);
+    Py_VISIT(self->packed);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->ancestors);
+    Py_VISIT(self->candidates);
+    Py_VISIT(self->scope_cache);
+    Py_VISIT(self->perm_cache);
+    Py_VISIT(self->granted);
+    Py_VISIT(self->denied);
+    Py_VISIT(self->decision_type);
+    Py_VISIT(self->grant_type);
+    return 0;
+}
+
+static int
+decider_clear(Decider *self)
+{
+    Py_CLEAR(self->index);
+    Py_CLEAR(self->packed);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->ancestors);
+    Py_CLEAR(self->candidates);
+    Py_CLEAR(self->scope_cache);
+    Py_CLEAR(self->perm_cache);
+    Py_CLEAR(self->granted);
+    Py_CLEAR(self->denied);
+    Py_CLEAR(self->decision_type);
+    Py_CLEAR(self->grant_type);
+    return 0;
+}
+
+static void
+decider_dealloc(Decider *self)
+{
+    PyObject_GC_UnTrack(self);
+    decider_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject DeciderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pimlico.domain._decide.Decider",
+    .tp_doc = PyDoc_STR("decide(principal_id, permission, scope, at) over a DecisionIndex, in C"),
+    .tp_basicsize = sizeof(Decider),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = decider_new,
+    .tp_dealloc = (destructor)decider_dealloc,
+    .tp_traverse = (traverseproc)decider_traverse,
+    .tp_clear = (inquiry)decider_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Decider, vectorcall),
+};
+
+static PyObject *
+module_timestamp(PyObject *Py_UNUSED(module), PyObject *at)
+{
+    double t;
+    if (timestamp_of(at, &t) < 0) {
+        return NULL;
+    }
+    return PyFloat_FromDouble(t);
+}
+
+static PyMethodDef module_methods[] = {
+    {"pack", (PyCFunction)module_pack, METH_O,
+     PyDoc_STR("a principal's view, packed for the Decider (None: not a view it knows)")},
+    {"timestamp", (PyCFunction)module_timestamp, METH_O,
+     PyDoc_STR("at.timestamp(), as the Decider works it out")},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pimlico.domain._decide",
+    .m_doc = PyDoc_STR("The decision index's hot path in C (optional; see decisions.py)."),
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__decide(void)
+{
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) {
+        return NULL;
+    }
+    str_revision = PyUnicode_InternFromString("revision");
+    str_timestamp = PyUnicode_InternFromString("timestamp");
+    if (str_revision == NULL || str_timestamp == NULL || PyType_Ready(&DeciderType) < 0 ||
+        PyType_Ready(&PackedType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "Decider", (PyObject *)&DeciderType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
