@@ -138,9 +138,12 @@ def build(w: World) -> tuple[DecisionIndex, float]:
     return index, time.perf_counter() - started
 
 
-def pimlico_sample(index: DecisionIndex, questions: Sequence[Question], overhead: int) -> Sample:
-    """Each question timed alone, after one untimed pass over all of them."""
-    decide = index.decide
+def pimlico_sample(
+    index: DecisionIndex, questions: Sequence[Question], overhead: int, *, pure: bool = False
+) -> Sample:
+    """Each question timed alone, after one untimed pass over all of them (``pure``: asked of
+    the pure-Python engine, on the same index)."""
+    decide = index._decide if pure else index.decide
     for principal_id, permission, scope, at in questions:
         decide(principal_id, permission, scope, at)
     return timed(decide, questions, _allowed, overhead)
@@ -326,8 +329,9 @@ def run(args: argparse.Namespace) -> int:
     overhead = timer_overhead()
     sample = pimlico_sample(index, main.questions, overhead)
     repeat = repeat_sample(index, main.questions[:REPEAT_QUESTIONS], overhead)
+    pure = pimlico_sample(index, main.questions, overhead, pure=True) if index.native else None
     rate = throughput(index, main.questions)
-    _print_pimlico(console, build_seconds, memory, sample, repeat, overhead, rate)
+    _print_pimlico(console, build_seconds, memory, sample, repeat, pure, overhead, rate)
     missing = None if args.no_peers else available()
     if args.no_peers or missing:
         console.print(f"[yellow]peers skipped[/]: {missing or '--no-peers'}")
@@ -372,10 +376,16 @@ def _print_pimlico(
     memory: dict[str, float],
     sample: Sample,
     repeat: Sample,
+    pure: Sample | None,
     overhead: int,
     rate: float,
 ) -> None:
     p50, p99 = sample.p50, sample.p99
+    console.print(
+        "engine: the C path (pimlico.domain._decide)"
+        if pure is not None
+        else "engine: [yellow]pure Python[/] (pimlico.domain._decide was not built: no C compiler)"
+    )
     table = Table(title="Pimlico decision index", title_justify="left")
     for column in ("measure", "value", "target", ""):
         table.add_column(column)
@@ -406,11 +416,21 @@ def _print_pimlico(
         latency.add_row(label, f"{n:,}", *(duration(f) for f in figures))
     figures = repeat.percentiles(0.5, 0.9, 0.99, 0.999, 1.0)
     latency.add_row("asked again", f"{len(repeat.answers):,}", *(duration(f) for f in figures))
+    if pure is not None:
+        figures = pure.percentiles(0.5, 0.9, 0.99, 0.999, 1.0)
+        latency.add_row("pure Python", f"{len(pure.answers):,}", *(duration(f) for f in figures))
     console.print(latency)
     console.print(
         f"'asked again': the first {len(repeat.answers):,} questions, each asked twice in a row "
         "and timed the second time, when its principal's data is in the CPU caches (not a "
         "target: the gap to 'all' is what memory misses cost)"
+        + (
+            f"; 'pure Python': the same questions asked of the pure-Python engine on the same "
+            f"index (what an installation without a C compiler gets), p50 "
+            f"{pure.p50 / max(p50, 1):.1f} times the C path's"
+            if pure is not None
+            else ""
+        )
     )
     console.print(
         f"each decide() call timed alone with perf_counter_ns after a warm-up pass; the timer's "
