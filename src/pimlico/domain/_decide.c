@@ -642,8 +642,19 @@ decider_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject 
             if (r == FALLBACK) {
                 result = PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
             }
-            else if (r != FAILED) {
-                result = answer(self, args, r == FOUND, &found);
+            else if (r == NOT_FOUND) {
+                result = answer(self, args, 0, &found);
+            }
+            else if (r == FOUND) {
+                /* Building the answer allocates, which may collect garbage, run Python code
+                 * and let a writer replace a group's grants: hold what was found first. */
+                Py_INCREF(found.grant);
+                Py_XINCREF(found.holder);
+                Py_XINCREF(found.path);
+                result = answer(self, args, 1, &found);
+                Py_DECREF(found.grant);
+                Py_XDECREF(found.holder);
+                Py_XDECREF(found.path);
             }
         }
     }
