@@ -19,6 +19,10 @@ view), so a group's grant that is added, ended or changed is seen by everyone be
 once. Only a pattern new to the group is added to the tables below it, and only a group's
 first grant adds it to the views below it.
 
+Where the install built it, ``decide`` is C (``_decide.c``): it walks a packed copy of each
+principal's view, kept beside the view and made again whenever the view changes, and hands
+anything it does not know to the pure-Python ``_decide``, which gives the same answers.
+
 Instants inside the index are POSIX timestamps (floats): ``datetime.timestamp()`` maps equal
 instants to equal floats, so ``start <= t < end`` keeps its meaning at the boundaries.
 """
@@ -246,8 +250,9 @@ class DecisionIndex:
     decide: Callable[[str, str, str, datetime], Decision]
     """``decide(principal_id, permission, scope, at)``: the decision, with its explanation.
 
-    The C path when this installation has it (``native``), else the pure-Python ``_decide``:
-    the same walk over the same structures, the same answers (the tests ask both)."""
+    The C path when this installation has it (``native``): the same walk as the pure-Python
+    ``_decide``, over a packed copy of each view (``_set_view``), with the same answers (the
+    tests ask both); else ``_decide`` itself."""
 
     def __init__(self, max_depth: int = 8, *, native: bool = True) -> None:
         self.max_depth = max_depth
