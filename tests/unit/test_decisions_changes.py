@@ -144,3 +144,17 @@ def test_the_explanation_names_the_users_own_grant_before_a_groups() -> None:
     assert decision.grant is not None
     assert (decision.grant.assignment_id, decision.grant.holder_id) == ("inherited", "admins")
     assert [s.group_id for s in decision.grant.chain] == ["ops", "admins"]
+
+
+def test_a_grant_put_twice_in_a_first_build_ends_at_its_second_window() -> None:
+    """A first build skips forgetting ids it has not seen: one seen in the same block is
+    still forgotten before it is put again."""
+    index = DecisionIndex(max_depth=4)
+    with index.bulk():
+        index.put_principal("uma", enabled=True)
+        index.put_role("purger", ("mail.purge",))
+        grant(index, "a1", "uma", "purger", start=t0, end=t0 + 2 * hour)
+        grant(index, "a1", "uma", "purger", start=t0, end=t0 + hour)
+    assert allowed(index, "mail.purge", hours=0.5)
+    assert not allowed(index, "mail.purge", hours=1.5)
+    assert len(index._held["uma"]["mail.purge"]) == 1

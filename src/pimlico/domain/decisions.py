@@ -291,6 +291,8 @@ class DecisionIndex:
         self._dirty_principals: set[str] = set()
         self._in_progress: set[str] = set()
         self._building = False
+        # Inside the ``bulk()`` block of a first build: the assignment ids fed so far.
+        self._fed: set[str] | None = None
         # With the C path, each view is also kept packed (``_decide.pack``), for it to read.
         self._packed: dict[str, object] = {}
         self._pack: Callable[[_View], object | None] | None = None
@@ -393,7 +395,11 @@ class DecisionIndex:
     ) -> None:
         """An assignment with its effective window (its end, or when it was ended if sooner)."""
         principal_id, target_id, scope = intern(principal_id), intern(target_id), intern(scope)
-        self._forget(assignment_id, principal_id)
+        fed = self._fed
+        if fed is None or assignment_id in fed:
+            self._forget(assignment_id, principal_id)
+        else:  # new in a first build: nothing to forget (a third of a large build's feeding)
+            fed.add(assignment_id)
         if kind == "eligible":
             self._eligible.setdefault(principal_id, {})[assignment_id] = (
                 target_type,
@@ -463,7 +469,9 @@ class DecisionIndex:
                 None,
                 self.revision,
             )
-        table: _Table = view[1]
+        table: _Table | None = view[1]
+        if table is None:  # packed for the C path, which handed this question over
+            table = self._table_of(principal_id, view)
         scopes = ancestors(scope)
         for pattern in candidate_patterns(permission):
             sources = table.get(pattern)
@@ -730,15 +738,22 @@ class DecisionIndex:
     def _view_of(self, pid: str, enabled: bool, paths: dict[str, tuple[Path, ...]]) -> _View:
         """``pid``'s view: its table of patterns, then each group holder it reaches."""
         held = self._held
-        shared = self._shared_sources
-        table: _Table = {}
-        view: list[Any] = [enabled, table]
+        view: list[Any] = [enabled, None]
         for holder, holder_paths in paths.items():
             by_pattern = held.get(holder)
-            if by_pattern is None or holder == pid:
-                continue
-            here = self._position(len(view))
-            view += (by_pattern, holder_paths, holder)
+            if by_pattern is not None and holder != pid:
+                view += (by_pattern, holder_paths, holder)
+        view[1] = self._table_of(pid, view)
+        return tuple(view)
+
+    def _table_of(self, pid: str, view: _View | list[Any]) -> _Table:
+        """The table of ``pid``'s view: each pattern it may hold → its own grants of it,
+        then the positions of the group holders in the view that hold it."""
+        shared = self._shared_sources
+        table: _Table = {}
+        for position in range(2, len(view), 3):
+            by_pattern = view[position]
+            here = self._position(position)
             if not table:
                 table.update(dict.fromkeys(by_pattern, here))
                 continue
@@ -749,12 +764,12 @@ class DecisionIndex:
                 else:
                     both = found + here
                     table[pattern] = shared.setdefault(both, both)
-        own = held.get(pid)
+        own = self._held.get(pid)
         if own is not None:  # its own grants first: they are checked first
             for pattern, grants in own.items():
                 found = table.get(pattern)
                 table[pattern] = grants if found is None else (*grants, *found)
-        return tuple(view)
+        return table
 
     def _add_to_view(self, pid: str) -> None:
         """Add to ``pid``'s view the groups it reaches that hold grants for the first time (a
@@ -764,6 +779,9 @@ class DecisionIndex:
         view = self._views.get(pid)
         paths = self._paths.get(pid)
         if view is None or paths is None:
+            return
+        if view[1] is None:  # packed: its table was not kept, so make the view again
+            self._set_view(pid, self._view_of(pid, view[0], paths))
             return
         reached = view[4::3]
         added = [g for g in paths if g in self._new_holders and g not in reached]
@@ -797,14 +815,16 @@ class DecisionIndex:
             self._set_view(pid, view)
 
     def _set_view(self, pid: str, view: _View) -> None:
-        """``pid``'s view is now ``view``: keep it, and with the C path, packed for it too."""
-        self._views[pid] = view
-        if self._pack is not None:
-            packed = self._pack(view)
-            if packed is None:  # not a shape the C path knows: the pure engine will answer
-                self._packed.pop(pid, None)
-            else:
-                self._packed[pid] = packed
+        """``pid``'s view is now ``view``. With the C path it is packed, and kept without its
+        table, which the packed copy holds (the pure engine makes it again on the rare
+        question the C path hands over; ``_add_to_view`` makes the whole view again)."""
+        packed = None if self._pack is None else self._pack(view)
+        if packed is None:  # the pure engine, or a shape the C path does not know
+            self._views[pid] = view
+            self._packed.pop(pid, None)
+        else:
+            self._views[pid] = (view[0], None, *view[2:])
+            self._packed[pid] = packed
 
     # Most principals reach their groups' patterns through the same few positions: those
     # tuples are shared (millions of them otherwise).
@@ -897,12 +917,16 @@ class _Bulk:
     def __enter__(self) -> DecisionIndex:
         self._collecting = gc.isenabled()
         gc.disable()
-        self.index._building = True
-        return self.index
+        index = self.index
+        index._building = True
+        if not (index._grants or index._eligible or index._up or index._owners):
+            index._fed = set()  # a first build: only ids fed in this block can be known
+        return index
 
     def __exit__(self, *exc: object) -> None:
         try:
             self.index._building = False
+            self.index._fed = None
             self.index._settle()
         finally:
             if self._collecting:
