@@ -136,10 +136,31 @@ def test_the_words_for_what_it_does_not_decide_come_from_the_pure_engine() -> No
 
 def test_a_view_of_a_shape_it_does_not_know_is_not_packed(native: object) -> None:
     pack = native.pack  # type: ignore[attr-defined]
-    assert pack(("not", "a view")) is None
-    assert pack((True, {"".join(["mail", ".read"]): ()})) is None  # a pattern not interned
-    assert pack((True, {sys.intern("mail.read"): (7,)})) is None  # a position past the end
-    assert pack((True, {})) is not None
+    assert pack("uma", ("not", "a view")) is None
+    assert pack("uma", (True, {"".join(["mail", ".read"]): ()})) is None  # not interned
+    assert pack("uma", (True, {sys.intern("mail.read"): (7,)})) is None  # past the end
+    assert pack("uma", (True, {})) is not None
+
+
+def test_the_map_of_packed_views_finds_each_id_after_any_puts_and_pops(native: object) -> None:
+    """Open addressing with deletions that shift entries back: checked against a dict."""
+    packed_map = native.PackedMap()  # type: ignore[attr-defined]
+    pack = native.pack  # type: ignore[attr-defined]
+    expected: dict[str, object] = {}
+    rnd = Random(11)
+    ids = [f"user-{i}" for i in range(300)] + ["ü-ümlaut", "日本", "x" * 200, ""]
+    for _ in range(5_000):
+        pid = rnd.choice(ids)
+        if rnd.random() < 0.6:
+            packed = pack("".join(pid), (True, {}))  # an equal str, not the same object
+            packed_map.put(packed)
+            expected[pid] = packed
+        else:
+            packed_map.pop("".join(pid))
+            expected.pop(pid, None)
+        assert len(packed_map) == len(expected)
+    for pid in ids:
+        assert packed_map.get(pid) is expected.get(pid), pid
 
 
 def test_a_change_is_seen_by_the_c_path_at_once() -> None:

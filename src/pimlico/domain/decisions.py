@@ -35,10 +35,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from sys import intern
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pimlico.domain.permissions import candidate_patterns, matches
 from pimlico.domain.scopes import ancestors
+
+if TYPE_CHECKING:
+    from pimlico.domain._decide import PackedMap
 
 try:  # the hot path in C, built when a C compiler was there (see _decide.c)
     from pimlico.domain import _decide as _native
@@ -294,11 +297,10 @@ class DecisionIndex:
         # Inside the ``bulk()`` block of a first build: the assignment ids fed so far.
         self._fed: set[str] | None = None
         # With the C path, each view is also kept packed (``_decide.pack``), for it to read.
-        self._packed: dict[str, object] = {}
-        self._pack: Callable[[_View], object | None] | None = None
+        self._packed: PackedMap | None = None
         self.native = native and _native is not None
         if native and _native is not None:
-            self._pack = _native.pack
+            self._packed = _native.PackedMap()
             self.decide = _native.Decider(
                 self,
                 self._packed,
@@ -335,7 +337,8 @@ class DecisionIndex:
             # Edges fed before the group was known filed it as a user: forget those paths.
             self._paths.pop(group_id, None)
             self._views.pop(group_id, None)
-            self._packed.pop(group_id, None)
+            if self._packed is not None:
+                self._packed.pop(group_id)
             self._dirty_principals.discard(group_id)
             self._dirty_groups.add(group_id)
             self._settle()
@@ -818,13 +821,14 @@ class DecisionIndex:
         """``pid``'s view is now ``view``. With the C path it is packed, and kept without its
         table, which the packed copy holds (the pure engine makes it again on the rare
         question the C path hands over; ``_add_to_view`` makes the whole view again)."""
-        packed = None if self._pack is None else self._pack(view)
-        if packed is None:  # the pure engine, or a shape the C path does not know
-            self._views[pid] = view
-            self._packed.pop(pid, None)
-        else:
+        packed_map = self._packed
+        if packed_map is not None and (packed := _native.pack(pid, view)) is not None:
             self._views[pid] = (view[0], None, *view[2:])
-            self._packed[pid] = packed
+            packed_map.put(packed)
+        else:  # the pure engine, or a shape the C path does not know
+            self._views[pid] = view
+            if packed_map is not None:
+                packed_map.pop(pid)
 
     # Most principals reach their groups' patterns through the same few positions: those
     # tuples are shared (millions of them otherwise).
