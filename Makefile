@@ -17,8 +17,8 @@ run: install ## Migrate the local SQLite store, load the demo, serve on http://1
 	@$(UV) run pimlico demo sign-ins
 	@$(UV) run pimlico serve --host 127.0.0.1 --port 8000
 
-test: install ## Run the whole test suite (PostgreSQL tests use PIMLICO_TEST_POSTGRES_URL)
-	@$(UV) run pytest -q -n 2 --dist loadfile
+test: install ## Run the whole test suite, 3 workers (PostgreSQL tests use PIMLICO_TEST_POSTGRES_URL)
+	@$(UV) run pytest -q -n 3 --dist loadfile
 
 check: install ## Lint, format check and strict type check
 	@$(UV) run ruff check src tests bench examples
