@@ -163,3 +163,27 @@ def engine(migrated_url: str) -> Iterator[Engine]:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions on the migrated database, as services receive them."""
     return make_sessionmaker(engine)
+
+
+# The longest test files, as measured (`--durations`), go to the workers first: with
+# `--dist loadfile` a long file handed out last keeps one worker busy while the others wait.
+_LONGEST_FIRST = (
+    "tests/web/",
+    "tests/cli/test_serve.py",
+    "tests/integration/test_worker_crash.py",
+    "tests/connectors/test_provisioning_crash.py",
+    "tests/unit/test_decisions_following.py",
+    "tests/api/test_authorization_matrix.py",
+    "tests/unit/test_decisions_property.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.path).relative_to(config.rootpath).as_posix()
+        return next(
+            (i for i, prefix in enumerate(_LONGEST_FIRST) if path.startswith(prefix)),
+            len(_LONGEST_FIRST),
+        )
+
+    items.sort(key=rank)  # stable: the order within each rank is kept
