@@ -489,13 +489,19 @@ typedef struct {
 
 static PyTypeObject PackedMapType;
 
+/* Is ``packed``'s id the one with this hash, length, kind and characters? */
+static inline int
+has_id(const Packed *packed, Py_hash_t hash, Py_ssize_t length, int kind, const void *data)
+{
+    return packed->id_hash == hash && packed->id_length == length && packed->id_kind == kind &&
+           memcmp(packed->id_data, data, (size_t)length * (size_t)kind) == 0;
+}
+
 static inline int
 same_id(const Packed *packed, PyObject *id, Py_hash_t hash)
 {
-    return packed->id_hash == hash && packed->id_length == PyUnicode_GET_LENGTH(id) &&
-           packed->id_kind == (int)PyUnicode_KIND(id) &&
-           memcmp(packed->id_data, PyUnicode_DATA(id),
-                  (size_t)packed->id_length * (size_t)packed->id_kind) == 0;
+    return has_id(packed, hash, PyUnicode_GET_LENGTH(id), (int)PyUnicode_KIND(id),
+                  PyUnicode_DATA(id));
 }
 
 /* The entry for ``id`` (an exact, ready str), or the empty one where it would go. */
@@ -598,11 +604,8 @@ map_put(PackedMap *map, PyObject *packed)
         if (entry->packed == NULL) {
             break;
         }
-        const Packed *there = entry->packed;
-        if (there->id_hash == value->id_hash && there->id_length == value->id_length &&
-            there->id_kind == value->id_kind &&
-            memcmp(there->id_data, value->id_data,
-                   (size_t)value->id_length * (size_t)value->id_kind) == 0) {
+        if (has_id(entry->packed, value->id_hash, value->id_length, value->id_kind,
+                   value->id_data)) {
             break;
         }
     }
