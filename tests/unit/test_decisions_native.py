@@ -136,10 +136,17 @@ def test_the_words_for_what_it_does_not_decide_come_from_the_pure_engine() -> No
 
 def test_a_view_of_a_shape_it_does_not_know_is_not_packed(native: object) -> None:
     pack = native.pack  # type: ignore[attr-defined]
-    assert pack("uma", ("not", "a view")) is None
-    assert pack("uma", (True, {"".join(["mail", ".read"]): ()})) is None  # not interned
-    assert pack("uma", (True, {sys.intern("mail.read"): (7,)})) is None  # past the end
-    assert pack("uma", (True, {})) is not None
+    read = sys.intern("mail.read")
+    grant = (sys.intern("/apps/mail"), 0.0, 1.0, "a1", "reader")
+    assert pack("uma", ("not", "a view"), None) is None
+    assert pack("uma", (True, None), {"".join(["mail", ".read"]): (grant,)}) is None  # not interned
+    assert pack("uma", (True, None), {read: (7,)}) is None  # not a grant
+    assert pack("uma", (True, None), {read: ()}) is None  # no grants
+    assert pack("uma", (True, None), {read: (("/apps/".join("ab"), 0.0, 1.0, "a", "r"),)}) is None
+    assert pack("uma", (True, None, {"".join(["mail", ".read"]): (grant,)}, (), "g"), None) is None
+    assert pack("uma", (True, None, {read: (grant,)}, ((0.0,),), "g"), None) is None  # short path
+    assert pack("uma", (True, None), None) is not None
+    assert pack("uma", (True, None, {read: (grant,)}, ((0.0, 1.0),), "g"), {read: (grant,)})
 
 
 def test_the_map_of_packed_views_finds_each_id_after_any_puts_and_pops(native: object) -> None:
@@ -152,7 +159,7 @@ def test_the_map_of_packed_views_finds_each_id_after_any_puts_and_pops(native: o
     for _ in range(5_000):
         pid = rnd.choice(ids)
         if rnd.random() < 0.6:
-            packed = pack("".join(pid), (True, {}))  # an equal str, not the same object
+            packed = pack("".join(pid), (True, None), None)  # an equal str, not the same object
             packed_map.put(packed)
             expected[pid] = packed
         else:

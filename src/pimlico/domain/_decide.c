@@ -158,11 +158,13 @@ covered(PyObject *scope, PyObject *scopes)
 /* -- a principal's packed table ---------------------------------------------------------- */
 
 /*
- * A Packed is one principal's view (see decisions.py: enabled, the table pattern -> sources,
- * then per group holder it reaches: that group's pattern -> grants dict, the paths to it, its
- * id) copied into one block of memory: a small hash table of its patterns (by address: they
- * are interned), then its sources, with its own grants' scopes and windows inline, then the
- * group holders, then the windows of the paths to them. At a million assignments nearly every
+ * A Packed is one principal's view (see decisions.py: enabled, a table left to packing, then
+ * per group holder it reaches: that group's pattern -> grants dict, the paths to it, its id)
+ * and its own pattern -> grants dict, copied into one block of memory: a small hash table of
+ * every pattern it may hold (by address: they are interned), then each pattern's sources (its
+ * own grants, with their scopes and windows inline, first, then the holders that hold the
+ * pattern, in the view's order: the order of the pure engine's table), then the group
+ * holders, then the windows of the paths to them. At a million assignments nearly every
  * object a decision reads is a cache miss, one after another: in the view that is the tuple,
  * the table dict, its keys, the sources tuple, the grant tuple, its floats and the path's;
  * here most of them are a few neighbouring lines.
@@ -259,16 +261,71 @@ is_number(PyObject *value)
     return PyFloat_CheckExact(value) || PyLong_CheckExact(value);
 }
 
-/* Does ``view`` have the shape the walk expects? Counts the cells and paths packing needs. */
+/*
+ * Packing counts each pattern's sources first, in a scratch table of its own (reused from
+ * call to call: the GIL is held throughout), so that the packed table is sized for the
+ * distinct patterns, not for every pattern of every holder.
+ */
+typedef struct {
+    PyObject *pattern; /* NULL: an empty slot */
+    Py_ssize_t own;
+    Py_ssize_t groups;
+} Tally;
+
+static Tally *tallies;
+static Py_ssize_t tallies_size;
+
+static Tally *
+tally_of(Tally *table, Py_ssize_t mask, PyObject *pattern)
+{
+    size_t i = slot_of(pattern, mask);
+    while (table[i].pattern != NULL && table[i].pattern != pattern) {
+        i = (i + 1) & (size_t)mask;
+    }
+    table[i].pattern = pattern;
+    return &table[i];
+}
+
+static Slot *
+slot_for(Packed *packed, PyObject *pattern)
+{
+    return (Slot *)find_slot(packed, pattern);
+}
+
+/* Is ``grants`` a tuple of own grants as the walk reads them: (scope, start, end, ...)? */
 static int
-measure(PyObject *view, Py_ssize_t *patterns, Py_ssize_t *cells, Py_ssize_t *paths)
+are_grants(PyObject *grants)
+{
+    if (!PyTuple_CheckExact(grants) || PyTuple_GET_SIZE(grants) == 0) {
+        return 0;
+    }
+    for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(grants); j++) {
+        PyObject *grant = PyTuple_GET_ITEM(grants, j);
+        if (!PyTuple_CheckExact(grant) || PyTuple_GET_SIZE(grant) < 5 ||
+            !is_interned_str(PyTuple_GET_ITEM(grant, 0)) ||
+            !is_number(PyTuple_GET_ITEM(grant, 1)) || !is_number(PyTuple_GET_ITEM(grant, 2))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Does ``view`` (with ``own``, the principal's own pattern -> grants dict, or None) have the
+ * shape the walk expects? Counts, per distinct pattern, its own grants and the group holders
+ * that hold it, into the scratch table (``*mask``), and the paths. 0: not a known shape;
+ * -1: an error (out of memory).
+ */
+static int
+measure(PyObject *view, PyObject *own, Py_ssize_t *mask, Py_ssize_t *paths)
 {
     Py_ssize_t size = PyTuple_GET_SIZE(view);
-    if (size < 2 || (size - 2) % 3 != 0 || !PyDict_CheckExact(PyTuple_GET_ITEM(view, 1)) ||
-        !PyBool_Check(PyTuple_GET_ITEM(view, 0))) {
+    if (size < 2 || (size - 2) % 3 != 0 || !PyBool_Check(PyTuple_GET_ITEM(view, 0)) ||
+        !(own == Py_None || PyDict_CheckExact(own))) {
         return 0;
     }
     Py_ssize_t holders = (size - 2) / 3;
+    Py_ssize_t most = own == Py_None ? 0 : PyDict_GET_SIZE(own);
     *paths = 0;
     for (Py_ssize_t k = 0; k < holders; k++) {
         PyObject *held = PyTuple_GET_ITEM(view, 2 + 3 * k);
@@ -284,43 +341,44 @@ measure(PyObject *view, Py_ssize_t *patterns, Py_ssize_t *cells, Py_ssize_t *pat
             }
         }
         *paths += PyTuple_GET_SIZE(holder_paths);
+        most += PyDict_GET_SIZE(held);
     }
-    PyObject *table = PyTuple_GET_ITEM(view, 1);
-    *patterns = PyDict_GET_SIZE(table);
-    *cells = 0;
-    Py_ssize_t pos = 0;
-    PyObject *pattern, *found;
-    while (PyDict_Next(table, &pos, &pattern, &found)) {
-        if (!is_interned_str(pattern) || !PyTuple_CheckExact(found)) {
-            return 0;
+    Py_ssize_t size_needed = 8; /* at most 1/2 full */
+    while (size_needed < most * 2) {
+        size_needed *= 2;
+    }
+    if (size_needed > tallies_size) {
+        Tally *grown = PyMem_Realloc(tallies, (size_t)size_needed * sizeof(Tally));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
         }
-        Py_ssize_t own = 0, groups = 0;
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(found); j++) {
-            PyObject *source = PyTuple_GET_ITEM(found, j);
-            if (PyLong_CheckExact(source)) {
-                Py_ssize_t at = PyLong_AsSsize_t(source);
-                if (at < 2 || at >= size || (at - 2) % 3 != 0) {
-                    PyErr_Clear();
-                    return 0;
-                }
-                groups++;
-            }
-            else if (groups == 0 && PyTuple_CheckExact(source) && PyTuple_GET_SIZE(source) >= 5 &&
-                     is_interned_str(PyTuple_GET_ITEM(source, 0)) &&
-                     is_number(PyTuple_GET_ITEM(source, 1)) &&
-                     is_number(PyTuple_GET_ITEM(source, 2))) {
-                own++; /* (own grants come first in a table: the walk keeps that order) */
-            }
-            else {
+        tallies = grown;
+        tallies_size = size_needed;
+    }
+    memset(tallies, 0, (size_t)size_needed * sizeof(Tally));
+    *mask = size_needed - 1;
+    Py_ssize_t pos = 0;
+    PyObject *pattern, *value;
+    if (own != Py_None) {
+        while (PyDict_Next(own, &pos, &pattern, &value)) {
+            if (!is_interned_str(pattern) || !are_grants(value)) {
                 return 0;
             }
+            Tally *tally = tally_of(tallies, *mask, pattern);
+            tally->own = PyTuple_GET_SIZE(value);
         }
-        if (own > UINT16_MAX || groups > UINT16_MAX) {
-            return 0;
-        }
-        *cells += own * OWN_CELLS + groups;
     }
-    return *cells <= UINT32_MAX;
+    for (Py_ssize_t k = 0; k < holders; k++) {
+        pos = 0;
+        while (PyDict_Next(PyTuple_GET_ITEM(view, 2 + 3 * k), &pos, &pattern, &value)) {
+            if (!is_interned_str(pattern)) {
+                return 0;
+            }
+            tally_of(tallies, *mask, pattern)->groups++;
+        }
+    }
+    return 1;
 }
 
 /* A number measure() accepted, as a double (an int too large for one is an error). */
@@ -333,18 +391,39 @@ number(PyObject *value, double *out)
 static PyObject *
 module_pack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyUnicode_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "pack(principal_id: str, view: tuple)");
+    if (nargs != 3 || !PyUnicode_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "pack(principal_id: str, view: tuple, own: dict | None)");
         return NULL;
     }
-    PyObject *principal_id = args[0], *view = args[1];
+    PyObject *principal_id = args[0], *view = args[1], *own_held = args[2];
     Py_hash_t id_hash = PyObject_Hash(principal_id);
     if (id_hash == -1 || PyUnicode_READY(principal_id) < 0) {
         return NULL;
     }
-    Py_ssize_t patterns, cells, paths;
-    if (!PyTuple_CheckExact(view) || !measure(view, &patterns, &cells, &paths)) {
+    Py_ssize_t tally_mask, paths;
+    if (!PyTuple_CheckExact(view)) {
+        Py_RETURN_NONE;
+    }
+    int shape = measure(view, own_held, &tally_mask, &paths);
+    if (shape < 0) {
+        return NULL;
+    }
+    if (shape == 0) {
         Py_RETURN_NONE; /* not a view as the walk knows them: the pure engine decides */
+    }
+    Py_ssize_t patterns = 0, cells = 0;
+    for (Py_ssize_t i = 0; i <= tally_mask; i++) {
+        const Tally *tally = &tallies[i];
+        if (tally->pattern != NULL) {
+            if (tally->own > UINT16_MAX || tally->groups > UINT16_MAX) {
+                Py_RETURN_NONE;
+            }
+            patterns++;
+            cells += tally->own * OWN_CELLS + tally->groups;
+        }
+    }
+    if (cells > UINT32_MAX) {
+        Py_RETURN_NONE;
     }
     size_t id_bytes = (size_t)PyUnicode_GET_LENGTH(principal_id) * PyUnicode_KIND(principal_id);
     size_t id_room = (id_bytes + sizeof(double) - 1) / sizeof(double) * sizeof(double);
@@ -376,13 +455,50 @@ module_pack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     packed->paths = (PathWindow *)cursor;
     packed->enabled = PyTuple_GET_ITEM(view, 0) == Py_True;
     packed->mask = slots - 1;
-    packed->cells_count = 0; /* counted as filled, so that dealloc releases what was set */
+    packed->cells_count = cells; /* the slots' own counts say which cells dealloc releases */
     packed->holders_count = 0;
     packed->paths_count = 0;
+    /* The slots, each with room for its cells: its own grants (4 cells each), then the
+     * indexes of the group holders that hold its pattern, counted up as they are filled. */
+    uint32_t first = 0;
+    for (Py_ssize_t i = 0; i <= tally_mask; i++) {
+        const Tally *tally = &tallies[i];
+        if (tally->pattern == NULL) {
+            continue;
+        }
+        size_t j = slot_of(tally->pattern, packed->mask);
+        while (packed->slots[j].pattern != NULL) {
+            j = (j + 1) & (size_t)packed->mask;
+        }
+        Slot *slot = &packed->slots[j];
+        slot->pattern = Py_NewRef(tally->pattern);
+        slot->first = first;
+        first += (uint32_t)(tally->own * OWN_CELLS + tally->groups);
+    }
+    Py_ssize_t pos = 0;
+    PyObject *pattern, *grants;
+    if (own_held != Py_None) { /* its own grants first: they are checked first */
+        while (PyDict_Next(own_held, &pos, &pattern, &grants)) {
+            Slot *slot = slot_for(packed, pattern);
+            for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(grants); j++) {
+                PyObject *item = PyTuple_GET_ITEM(grants, j);
+                Own *own = (Own *)&packed->cells[slot->first + (uint32_t)slot->own * OWN_CELLS];
+                own->grant = Py_NewRef(item);
+                own->scope = Py_NewRef(PyTuple_GET_ITEM(item, 0));
+                slot->own++;
+                if (number(PyTuple_GET_ITEM(item, 1), &own->start) < 0 ||
+                    number(PyTuple_GET_ITEM(item, 2), &own->end) < 0) {
+                    Py_DECREF(packed);
+                    return NULL;
+                }
+            }
+        }
+    }
     for (Py_ssize_t k = 0; k < holders; k++) {
+        PyObject *held = PyTuple_GET_ITEM(view, 2 + 3 * k);
         PyObject *holder_paths = PyTuple_GET_ITEM(view, 3 + 3 * k);
         Holder *holder = &packed->holders[k];
-        holder->held = Py_NewRef(PyTuple_GET_ITEM(view, 2 + 3 * k));
+        holder->held = Py_NewRef(held);
         holder->id = Py_NewRef(PyTuple_GET_ITEM(view, 4 + 3 * k));
         holder->first_path = packed->paths_count;
         holder->paths = PyTuple_GET_SIZE(holder_paths);
@@ -397,34 +513,12 @@ module_pack(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
                 return NULL;
             }
         }
-    }
-    Py_ssize_t pos = 0;
-    PyObject *pattern, *found;
-    while (PyDict_Next(PyTuple_GET_ITEM(view, 1), &pos, &pattern, &found)) {
-        size_t i = slot_of(pattern, packed->mask);
-        while (packed->slots[i].pattern != NULL) {
-            i = (i + 1) & (size_t)packed->mask;
-        }
-        Slot *slot = &packed->slots[i];
-        slot->pattern = Py_NewRef(pattern);
-        slot->first = (uint32_t)packed->cells_count;
-        for (Py_ssize_t j = 0; j < PyTuple_GET_SIZE(found); j++) {
-            PyObject *item = PyTuple_GET_ITEM(found, j);
-            if (PyLong_CheckExact(item)) {
-                packed->cells[packed->cells_count++].holder = (PyLong_AsSsize_t(item) - 2) / 3;
-                slot->groups++;
-                continue;
-            }
-            Own *own = (Own *)&packed->cells[packed->cells_count];
-            own->grant = Py_NewRef(item);
-            own->scope = Py_NewRef(PyTuple_GET_ITEM(item, 0));
-            packed->cells_count += OWN_CELLS;
-            slot->own++;
-            if (number(PyTuple_GET_ITEM(item, 1), &own->start) < 0 ||
-                number(PyTuple_GET_ITEM(item, 2), &own->end) < 0) {
-                Py_DECREF(packed);
-                return NULL;
-            }
+        pos = 0;
+        PyObject *unused;
+        while (PyDict_Next(held, &pos, &pattern, &unused)) {
+            Slot *slot = slot_for(packed, pattern);
+            uint32_t at = slot->first + (uint32_t)slot->own * OWN_CELLS + slot->groups++;
+            packed->cells[at].holder = k;
         }
     }
     return (PyObject *)packed;

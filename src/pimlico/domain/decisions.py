@@ -93,6 +93,8 @@ _RoleGrant = tuple[str, float, float, str, str]
 _Table = dict[str, tuple["_RoleGrant | int", ...]]
 # A principal's view: (enabled, table, then for each group holder it reaches, at positions
 # 2, 5, 8, …: that holder's pattern → grants dict, the principal's paths to it, its id).
+# With the C path the table is None: packing makes its own from the principal's own grants
+# and its holders' dicts, and the pure engine makes it on the rare question handed to it.
 # One tuple, so that a decision touches as few distinct objects as it can: at this size
 # each one it reads is likely a cache miss, and those misses are most of a decision's cost.
 _View = tuple[Any, ...]
@@ -746,7 +748,8 @@ class DecisionIndex:
             by_pattern = held.get(holder)
             if by_pattern is not None and holder != pid:
                 view += (by_pattern, holder_paths, holder)
-        view[1] = self._table_of(pid, view)
+        if self._packed is None:  # (with the C path, packing makes its own table)
+            view[1] = self._table_of(pid, view)
         return tuple(view)
 
     def _table_of(self, pid: str, view: _View | list[Any]) -> _Table:
@@ -818,17 +821,21 @@ class DecisionIndex:
             self._set_view(pid, view)
 
     def _set_view(self, pid: str, view: _View) -> None:
-        """``pid``'s view is now ``view``. With the C path it is packed, and kept without its
-        table, which the packed copy holds (the pure engine makes it again on the rare
-        question the C path hands over; ``_add_to_view`` makes the whole view again)."""
+        """``pid``'s view is now ``view`` (its table may be left to make: ``None``). With the C
+        path it is packed, table and all, and kept without its table (the pure engine makes
+        it again on the rare question the C path hands over; ``_add_to_view`` makes the
+        whole view again)."""
         packed_map = self._packed
-        if packed_map is not None and (packed := _native.pack(pid, view)) is not None:
-            self._views[pid] = (view[0], None, *view[2:])
-            packed_map.put(packed)
-        else:  # the pure engine, or a shape the C path does not know
-            self._views[pid] = view
-            if packed_map is not None:
-                packed_map.pop(pid)
+        if packed_map is not None:
+            packed = _native.pack(pid, view, self._held.get(pid))
+            if packed is not None:
+                self._views[pid] = view if view[1] is None else (view[0], None, *view[2:])
+                packed_map.put(packed)
+                return
+            packed_map.pop(pid)  # a shape the C path does not know: the pure engine decides
+        if view[1] is None:
+            view = (view[0], self._table_of(pid, view), *view[2:])
+        self._views[pid] = view
 
     # Most principals reach their groups' patterns through the same few positions: those
     # tuples are shared (millions of them otherwise).
