@@ -3,12 +3,18 @@ own writes with ``at_least_revision``."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+import logging
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
+import anyio
+import pytest
 from fastapi.testclient import TestClient
 
+from pimlico.api.routes.decisions import DecisionOut, answer_json
 from pimlico.domain.model import AssignmentKind, PrincipalRef, PrincipalType, Target
-from pimlico.services import accounts, assignments, directory, role_settings
+from pimlico.services import accounts, assignments, decisions, directory, role_settings
 from pimlico.services.runtime import Pimlico
 from tests.api.conftest import PASSWORD, SignIn
 from tests.integration.world import OPERATOR, group, role, user
@@ -135,3 +141,96 @@ def test_a_malformed_check_is_a_problem_naming_each_field(admin: TestClient) -> 
     assert broken.json()["code"] == "InvalidInput"
     anonymous_first = admin.post(path, json={}, headers={"Authorization": "Bearer nope"})
     assert anonymous_first.status_code == 401
+
+
+def test_check_sends_what_the_decision_model_would(rt: Pimlico) -> None:
+    """``check`` writes its answer without ``DecisionOut``: the bytes must be the model's."""
+    alex_id, _, _ = purger_through_a_group(rt)
+    instants = [
+        None,
+        datetime(2026, 11, 22, 12, 0, tzinfo=UTC),
+        datetime(2026, 11, 22, 13, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2026, 11, 22, 12, 0),  # noqa: DTZ001 (naive, as a body without an offset parses)
+    ]
+    answers = [
+        decisions.check(
+            rt, actor=None, principal_id=pid, permission="mail.purge", scope=scope, at=at
+        )
+        for at in instants
+        for pid, scope in [(alex_id, "/apps/mail/x"), (alex_id, "/"), ("nobody", "/apps/mail")]
+    ]
+    assert {a.allowed for a in answers} == {True, False}
+    assert any(a.grant is not None for a in answers)
+    for decision in answers:
+        model = DecisionOut.of(decision, explain=False).model_dump_json(exclude_none=True)
+        assert answer_json(decision) == model.encode()
+
+
+def _post(
+    app: Any, path: str, authorization: str, messages: list[dict[str, Any]]
+) -> tuple[int, bytes]:
+    """``app`` called as a server would, with the request body in ``messages`` as given."""
+    sent: list[dict[str, Any]] = []
+    incoming = iter(messages)
+
+    async def receive() -> dict[str, Any]:
+        return next(incoming)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", authorization.encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    anyio.run(app, scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_check_reads_a_body_sent_in_pieces_and_a_client_gone_is_no_error(
+    rt: Pimlico, sign_in: SignIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    alex_id, _, _ = purger_through_a_group(rt)
+    alex = sign_in("alex", PASSWORD)
+    path, authorization = "/api/v1/decisions/check", alex.headers["Authorization"]
+    body = json.dumps({"principal_id": alex_id, "permission": "mail.purge", "scope": "/apps/mail"})
+    pieces = [body[:5], body[5:20], body[20:]]
+    status, answer = _post(
+        alex.app,
+        path,
+        authorization,
+        [
+            {"type": "http.request", "body": piece.encode(), "more_body": i < len(pieces) - 1}
+            for i, piece in enumerate(pieces)
+        ],
+    )
+    assert status == 200, answer
+    assert json.loads(answer)["allowed"] is True
+
+    with caplog.at_level(logging.INFO):
+        status, answer = _post(
+            alex.app,
+            path,
+            authorization,
+            [
+                {"type": "http.request", "body": body[:5].encode(), "more_body": True},
+                {"type": "http.disconnect"},
+            ],
+        )
+    assert status == 499  # logged and counted as the client's leaving, never a 500
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

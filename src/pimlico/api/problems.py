@@ -18,10 +18,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pimlico.errors import (
     FieldError,
@@ -33,6 +34,9 @@ from pimlico.errors import (
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/problem+json"
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged and counted for a request whose client left before sending it whole
+(nginx's convention; the client never sees it)."""
 
 
 class FieldProblem(BaseModel):
@@ -154,6 +158,13 @@ def install(app: FastAPI) -> None:
             "number out of range)",
             instance=request.url.path,
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, error: ClientDisconnect) -> Response:
+        # The client closed the connection before its request's body arrived: nobody reads
+        # an answer. Neither a fault of ours (no 500, no stack trace) nor a bad request.
+        log.debug("client went away during %s %s", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

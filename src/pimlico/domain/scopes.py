@@ -15,10 +15,17 @@ MAX_LENGTH = 1024
 
 def scope_problem(scope: str) -> str | None:
     """Why ``scope`` is not a valid scope path, or ``None`` when it is."""
+    if len(scope) > MAX_LENGTH:  # (checked first: the cache keeps only bounded scopes)
+        return f"a scope is at most {MAX_LENGTH} characters"
+    return _shape_problem(scope)
+
+
+@lru_cache(maxsize=65536)
+def _shape_problem(scope: str) -> str | None:
+    # Cached: every decision asked over HTTP checks its scope, and a policy point asks
+    # about a few.
     if scope == ROOT:
         return None
-    if len(scope) > MAX_LENGTH:
-        return f"a scope is at most {MAX_LENGTH} characters"
     if not scope.startswith("/"):
         return "a scope is a path that starts with '/'"
     if scope.endswith("/"):
