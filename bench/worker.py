@@ -7,10 +7,12 @@ the real one: a shift ends. N users (made through ``directory.create_user``) hol
 stored in one write through ``assignment_store.insert_assignment``, which schedules the real
 ``assignment.expire`` jobs (``follow_up``). At D each job re-reads its assignment and
 publishes ``AssignmentEnded`` (an ``event.publish`` job), which the workers then run in turn.
-The workers run the real handlers (``jobs.handlers.HANDLERS``, no event consumers, as
-``pimlico worker``). Two synthetic kinds follow, as labelled rows: ``bench.audit`` writes one
-audit event per job (as ``request.advance`` does when it expires a request) and
-``bench.nothing`` does nothing (what the worker itself costs).
+The workers run the real handlers: by default ``jobs.handlers.HANDLERS`` (no event
+consumers); with ``--worker-consumers`` those of ``pimlico worker`` and ``pimlico serve``
+(``jobs.handlers.worker_handlers``: each event delivered to provisioning and notifications).
+Two synthetic kinds follow, as labelled rows: ``bench.audit`` writes one audit event per job
+(as ``request.advance`` does when it expires a request) and ``bench.nothing`` does nothing
+(what the worker itself costs).
 
 The world of the real scenario is built once per database, as of S = 8 hours before D (the
 shift's start): its users, its role, its assignments, and the jobs of its own events
@@ -57,7 +59,7 @@ TARGET_P99_S = 1.0
 DOES = {
     EXPIRE_JOB: "N active assignments end at D: each assignment.expire job re-reads its "
     "assignment and publishes AssignmentEnded (an event.publish job: the follow-up, run by "
-    "the same workers; no consumers, as pimlico worker)",
+    "the same workers)",
     AUDIT: "appends one hash-chained audit event (bench.job_ran) per job through "
     "WriteContext.record, in the worker's write, committed with the job's done",
     NOTHING: "does nothing: what the worker itself costs (claim, re-check, savepoints, done)",
@@ -88,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--worker-no-reference",
         action="store_true",
         help="skip the synthetic runs (bench.audit, bench.nothing)",
+    )
+    parser.add_argument(
+        "--worker-consumers",
+        action="store_true",
+        help="the handlers of pimlico worker: events delivered to provisioning and "
+        "notifications (default: no consumers)",
     )
     parser.add_argument(
         "--worker-profile",
@@ -168,7 +176,13 @@ def _print(console: Console, runs: list[Run], args: argparse.Namespace, built: l
         console.print(f"{kind}: {DOES[kind]}")
     gaps = ", ".join(duration(r.stamp_gap_ns) for r in runs)
     console.print(
-        f"workers: Worker.run_forever with the real handlers, one process each, "
+        "workers: Worker.run_forever with the real handlers ("
+        + (
+            "pimlico worker's: events delivered to provisioning and notifications"
+            if args.worker_consumers
+            else "no event consumers"
+        )
+        + f"), one process each, "
         f"{runs[0].settings if runs else '-'}; they start {args.worker_lead:g} s before D and "
         "sleep until then\n"
         f"world of {EXPIRE_JOB} built once per database (users, role, assignments, their "

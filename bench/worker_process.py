@@ -83,7 +83,8 @@ def _serve(config: dict[str, Any]) -> None:
     kind = ProfiledWorker if config["profile"] else Worker
     with Pimlico(Settings(database_url=config["url"]), clock=clock) as rt:
         event.listen(rt.sessions, "after_commit", lambda _session: commits.append(time.time()))
-        kinds = {**handlers.HANDLERS, **HANDLERS}
+        real = handlers.worker_handlers(rt.settings) if config["consumers"] else handlers.HANDLERS
+        kinds = {**real, **HANDLERS}
         if config["batch"] is None:
             worker = kind(rt, kinds, name=config["name"])
         else:
@@ -112,8 +113,22 @@ class Child:
     settings: str = ""
 
     @classmethod
-    def spawn(cls, url: str, name: str, batch: int | None, profile: str | None = None) -> Child:
-        config = {"url": url, "name": name, "batch": batch, "profile": profile}
+    def spawn(
+        cls,
+        url: str,
+        name: str,
+        batch: int | None,
+        profile: str | None = None,
+        *,
+        consumers: bool = False,
+    ) -> Child:
+        config = {
+            "url": url,
+            "name": name,
+            "batch": batch,
+            "profile": profile,
+            "consumers": consumers,
+        }
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.worker_process", "--serve", json.dumps(config)],
             cwd=ROOT,

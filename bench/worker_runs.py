@@ -84,7 +84,13 @@ def run_scenario(
     first worker writes its profile."""
     jobs = world.size if world else max(1, round(args.worker_jobs * args.scale))
     children = [
-        Child.spawn(url, f"w{i + 1}", args.worker_batch, profile if i == 0 else None)
+        Child.spawn(
+            url,
+            f"w{i + 1}",
+            args.worker_batch,
+            profile if i == 0 else None,
+            consumers=args.worker_consumers,
+        )
         for i in range(workers)
     ]
     try:
