@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import uuid
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from pimlico.clock import FixedClock
 from pimlico.db.tables import ApiTokenRow, CredentialRow, RoleSettingsRow, UserRow
+from pimlico.errors import NotAuthenticated
 from pimlico.services import accounts, assignment_changes, directory
 from pimlico.services.runtime import Actor, Pimlico
 from tests.api.conftest import ADMIN, PASSWORD, SignIn
 from tests.integration.world import OPERATOR, audit_count, user
+from tests.unit.test_group_commit import wait_until
 
 
 def with_password(rt: Pimlico, name: str, password: str = PASSWORD) -> str:
@@ -281,3 +285,53 @@ def test_a_token_s_last_use_is_recorded_within_a_minute(
     clock.advance(timedelta(minutes=1))
     listed = {t["id"]: t for t in admin.get("/api/v1/tokens").json()}  # (this use writes both)
     assert listed[token_id]["last_used_at"] is not None
+
+
+def test_tokens_first_used_at_the_same_time_are_read_together_each_answered_as_its_own(
+    rt: Pimlico,
+) -> None:
+    holders = [user(rt, f"shift-{i}").id for i in range(5)]
+    bearers = [
+        accounts.issue_token(rt, actor=Actor.principal(h), name="session").bearer for h in holders
+    ]
+    revoked = accounts.issue_token(rt, actor=Actor.principal(holders[0]), name="old")
+    accounts.revoke_token(rt, actor=Actor.principal(holders[0]), token_id=revoked.token.id)
+    prefix, token_id, secret = bearers[1].split("_", 2)
+    refused = {
+        "revoked": revoked.bearer,
+        "unknown": f"{prefix}_{uuid.uuid4()}_{secret}",
+        "wrong secret": f"{prefix}_{token_id}_{secret[::-1]}",
+    }
+    asked = [*bearers, *refused.values()]
+    reads: list[str] = []
+    reading = accounts._cache(rt).reads
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM api_tokens" in statement:
+            reads.append(statement)
+            if len(reads) == 1:  # the first read waits until every other caller is queued
+                wait_until(lambda: reading.waiting() == len(asked) - 1)
+
+    answers: dict[str, object] = {}
+
+    def authenticate(bearer: str) -> None:
+        try:
+            answers[bearer] = accounts.authenticate(rt, bearer)[0].principal_id
+        except NotAuthenticated as refusal:
+            answers[bearer] = refusal
+
+    event.listen(rt.engine, "before_cursor_execute", count)
+    try:
+        threads = [threading.Thread(target=authenticate, args=(b,)) for b in asked]
+        threads[0].start()
+        wait_until(lambda: len(reads) == 1)
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        event.remove(rt.engine, "before_cursor_execute", count)
+    assert len(reads) == 2  # the first caller's read, then every other caller's in one
+    assert [answers[b] for b in bearers] == holders
+    for bearer in refused.values():
+        assert isinstance(answers[bearer], NotAuthenticated)

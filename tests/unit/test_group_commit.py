@@ -26,8 +26,11 @@ class Recorder:
         if not hold_first:
             self.release.set()
 
+        self.leaders: list[str] = []
+
     def __call__(self, batch: Sequence[int]) -> list[int | BaseException]:
         self.batches.append(list(batch))
+        self.leaders.append(threading.current_thread().name)
         self.started.set()
         self.release.wait(timeout=10)
         return [Refused(f"{u} is odd") if u % 2 else u * 2 for u in batch]
@@ -60,7 +63,7 @@ def submit_in_threads(
         except Exception as error:
             answers[unit] = error
 
-    threads = [threading.Thread(target=call, args=(u,)) for u in units]
+    threads = [threading.Thread(target=call, args=(u,), name=f"unit-{u}") for u in units]
     for thread in threads:
         thread.start()
     return threads, answers
@@ -88,6 +91,8 @@ def test_callers_arriving_while_a_batch_runs_share_the_next_batch_in_arrival_ord
         thread.join(timeout=10)
     assert run.batches == [[100], [2, 3, 4], [6, 8]]
     assert group.waiting() == 0
+    # The lead passes to the first caller waiting, whose unit heads the next batch.
+    assert run.leaders == ["unit-100", "unit-2", "unit-6"]
 
 
 def test_every_caller_gets_the_answer_for_its_own_unit_under_contention() -> None:

@@ -22,6 +22,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,6 +65,7 @@ from pimlico.errors import (
 )
 from pimlico.services import assignment_changes, directory, mfa, role_settings
 from pimlico.services.decisions import authorize
+from pimlico.services.group_commit import GroupCommit
 from pimlico.services.guards import global_administrators
 from pimlico.services.lookups import check_email, check_name, get_row, user_by_name
 from pimlico.services.request_effects import record_admin
@@ -458,9 +460,14 @@ class _Known:
 
 _lock = threading.Lock()
 
+MOST_READ_TOGETHER = 64
+"""Tokens read in one statement at most (``_read``)."""
+
 
 @dataclass(slots=True)
 class _Cache:
+    reads: GroupCommit[str, _Known]
+    """Reads tokens on their first use, those asked for at the same time in one statement."""
     known: dict[str, _Known] = field(default_factory=dict)
     used: dict[str, datetime] = field(default_factory=dict)
     """Tokens used since ``last_used_at`` was last written, and when."""
@@ -470,8 +477,16 @@ class _Cache:
 
 def _cache(rt: Pimlico) -> _Cache:
     """This runtime's tokens as last read (kept in ``rt.caches``)."""
-    with _lock:
-        cache = rt.caches.setdefault("accounts", _Cache())
+    cache = rt.caches.get("accounts")
+    if cache is None:
+        with _lock:
+            cache = rt.caches.get("accounts")
+            if cache is None:
+
+                def read(token_ids: Sequence[str]) -> list[_Known]:
+                    return _read_together(rt, token_ids)
+
+                cache = rt.caches["accounts"] = _Cache(GroupCommit(read, most=MOST_READ_TOGETHER))
     assert isinstance(cache, _Cache)
     return cache
 
@@ -486,7 +501,7 @@ def authenticate(rt: Pimlico, bearer: str) -> tuple[Actor, str]:
         return found
     token_id, secret = _parse(bearer)
     now = rt.clock.now()
-    known = _read(rt, token_id, now)
+    known = _read(rt, token_id)
     _accept(known, secret, now)
     _touch(rt, token_id, now)
     assert known.actor is not None
@@ -528,21 +543,34 @@ def _parse(bearer: str) -> tuple[str, str]:
     raise NotAuthenticated("the token is not valid (unknown, expired or revoked)")
 
 
-def _read(rt: Pimlico, token_id: str, now: datetime) -> _Known:
-    # One statement on a plain connection, not two ORM loads in a session: a token's first
-    # use pays this read on the request's path.
+def _read(rt: Pimlico, token_id: str) -> _Known:
+    """The token ``token_id`` as the store has it now. When many are used for the first time
+    at once (a shift starting, everyone signing in), the reads asked for meanwhile share one
+    statement: each alone would pay a connection's checkout, the query and its rollback."""
+    return _cache(rt).reads.submit(token_id)
+
+
+def _read_together(rt: Pimlico, token_ids: Sequence[str]) -> list[_Known]:
+    """``_read`` of each of ``token_ids``, in one statement on a plain connection (not ORM
+    loads in a session: a token's first use pays this read on the request's path)."""
     with rt.engine.connect() as c:
-        row = c.execute(_READING, {"token": token_id}).one_or_none()
-    if row is None:
-        # (not cached: unknown ids would fill the cache)
-        return _Known(_digest(secrets.token_urlsafe(8)), None, now, time.monotonic())
-    usable = row.revoked_at is None and bool(row.enabled)
-    scopes = None if ALL_SCOPES in row.scopes else frozenset(row.scopes)
-    kind = PrincipalType(row.principal_type)
-    actor = Actor.principal(row.principal_id, scopes, kind) if usable else None
-    known = _Known(row.secret_hash, actor, row.expires_at, time.monotonic())
-    _cache(rt).known[token_id] = known
-    return known
+        rows = {row.id: row for row in c.execute(_READING, {"tokens": sorted(set(token_ids))})}
+    now, read_at = rt.clock.now(), time.monotonic()
+    cache = _cache(rt)
+    found = []
+    for token_id in token_ids:
+        row = rows.get(token_id)
+        if row is None:
+            # Matches no secret (and is not cached: unknown ids would fill the cache).
+            found.append(_Known(_digest(secrets.token_urlsafe(8)), None, now, read_at))
+            continue
+        usable = row.revoked_at is None and bool(row.enabled)
+        scopes = None if ALL_SCOPES in row.scopes else frozenset(row.scopes)
+        kind = PrincipalType(row.principal_type)
+        actor = Actor.principal(row.principal_id, scopes, kind) if usable else None
+        known = cache.known[token_id] = _Known(row.secret_hash, actor, row.expires_at, read_at)
+        found.append(known)
+    return found
 
 
 def _touch(rt: Pimlico, token_id: str, now: datetime) -> None:
@@ -569,6 +597,7 @@ _USERS = Base.metadata.tables[UserRow.__tablename__]
 _ACCOUNTS = Base.metadata.tables[ServiceAccountRow.__tablename__]
 _READING = (
     select(
+        _TOKENS.c.id,
         _TOKENS.c.secret_hash,
         _TOKENS.c.principal_id,
         _TOKENS.c.principal_type,
@@ -592,7 +621,7 @@ _READING = (
             _ACCOUNTS.c.id == _TOKENS.c.principal_id,
         ),
     )
-    .where(_TOKENS.c.id == bindparam("token"))
+    .where(_TOKENS.c.id.in_(bindparam("tokens", expanding=True)))
 )
 _TOUCHING = (
     update(_TOKENS)
