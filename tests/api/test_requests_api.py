@@ -421,6 +421,59 @@ def test_bad_input_is_400_naming_the_field_and_the_rule(
     assert rows(rt, RequestRow) == before
 
 
+def test_the_body_and_idempotency_key_are_checked_as_the_document_declares(
+    rt: Pimlico, sign_in: SignIn
+) -> None:
+    """``POST /requests`` reads its arguments by hand (``solved_by``): each declared check
+    holds, with the errors FastAPI would give, and nothing is written."""
+    s = story(rt, sign_in)
+    before = rows(rt, RequestRow)
+    raw = b'{"action": "self_activate", "target": {"type": "role", "object_id": "x"}}'
+
+    def refused(content: bytes, content_type: str | None, **headers: str) -> set[tuple[str, str]]:
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        answer = s.alex.post("/api/v1/requests", content=content, headers=headers)
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["code"] == "InvalidInput"
+        return {(e["field"], e["rule"]) for e in answer.json()["errors"]}
+
+    too_long = "k" * 257
+    assert refused(b'{"action": "nope"}', "application/json", **{"Idempotency-Key": too_long}) == {
+        ("header.Idempotency-Key", "string_too_long"),
+        ("action", "enum"),
+    }
+    assert refused(raw, "application/json", **{"Idempotency-Key": too_long}) == {
+        ("header.Idempotency-Key", "string_too_long")
+    }
+    assert refused(b"", "application/json") == {("body", "missing")}
+    assert refused(b'{"action": ', "application/json") == {("body", "json_invalid")}
+    # JSON only by its Content-Type (as FastAPI's strict content type): else not read as JSON
+    assert refused(raw, "text/plain") == {("body", "model_attributes_type")}
+    assert refused(raw, None) == {("body", "model_attributes_type")}
+    assert refused(b'{"action": "self_activate", "also": 1}', "application/merge-patch+json") == {
+        ("also", "extra_forbidden")
+    }
+    assert rows(rt, RequestRow) == before
+
+
+def test_a_created_request_is_answered_as_reading_it_back_answers(
+    rt: Pimlico, sign_in: SignIn, clock: FixedClock
+) -> None:
+    """The answer is serialised without the response model's second validation: its bytes
+    must be those of the same request read through ``GET``."""
+    s = story(rt, sign_in)
+    verified(s.alex, clock)
+    created = s.alex.post("/api/v1/requests", json=activation(READER_JSON))
+    assert created.status_code == 201, created.text
+    assert created.headers["content-type"] == "application/json"
+    assert int(created.headers["Pimlico-Revision"]) > 0
+    read = s.alex.get(f"/api/v1/requests/{created.json()['id']}")
+    assert read.status_code == 200, read.text
+    assert created.content == read.content
+
+
 def test_anonymous_callers_are_401_on_every_request_operation(anonymous: TestClient) -> None:
     missing = "00000000-0000-0000-0000-000000000000"
     answers = [

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 
 from pimlico.errors import FieldError, InvalidInput, NotAuthenticated, PermissionDenied
@@ -98,15 +100,115 @@ async def body_of(request: Request) -> bytes:
         chunks.append(body)
 
 
-async def parsed_body(request: Request, model: type[ModelT]) -> ModelT:
-    """``request``'s JSON body as ``model``, refused as FastAPI refuses a body parameter
-    (``RequestValidationError``, each error's location under ``body``), for a hot path."""
+async def parsed_body(
+    request: Request, model: type[ModelT], *, errors: Sequence[Any] = ()
+) -> ModelT:
+    """``request``'s JSON body as ``model``, refused as FastAPI refuses a body parameter, for
+    a hot path: an empty body is missing, a body whose ``Content-Type`` is not JSON is not
+    read as JSON, and each error's location is under ``body``. ``errors`` (the request's
+    other parameters' errors, ``header_errors``) are raised with the body's, as FastAPI
+    reports a route's parameters and body together (``RequestValidationError``)."""
+    raw = await body_of(request)
+    found: list[Any] = list(errors)
+    if not raw:
+        found.append({"type": "missing", "loc": ("body",), "msg": "Field required", "input": None})
+    else:
+        try:
+            if _is_json(request.headers.get("content-type")):
+                parsed = model.model_validate_json(raw)
+            else:  # refused as the bytes it is (FastAPI: not JSON by its Content-Type)
+                parsed = model.model_validate(raw, from_attributes=True)
+        except ValidationError as error:
+            found += ({**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False))
+        else:
+            if not found:
+                return parsed
+    raise RequestValidationError(found)
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether ``content_type`` names JSON (``application/json``, ``application/*+json``)."""
+    if content_type is None:
+        return False
+    maintype, _, subtype = content_type.partition(";")[0].strip().lower().partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def header_errors(request: Request, name: str, adapter: TypeAdapter[Any]) -> list[Any]:
+    """The errors of the header ``name`` (absent: none) against ``adapter``, located as
+    FastAPI locates a header parameter's (for ``parsed_body``'s ``errors``)."""
+    value = request.headers.get(name)
+    if value is None:
+        return []
     try:
-        return model.model_validate_json(await body_of(request))
+        adapter.validate_python(value)
     except ValidationError as error:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
-        ) from None
+        return [{**e, "loc": ("header", name, *e["loc"])} for e in error.errors(include_url=False)]
+    return []
+
+
+# -- routes whose arguments are read by hand ------------------------------------------------
+
+Solve = Callable[[Request], Awaitable[dict[str, Any]]]
+"""Reads an endpoint's arguments from the request (``solved_by``)."""
+EndpointT = TypeVar("EndpointT", bound=Callable[..., Any])
+_SOLVE = "__pimlico_solve__"
+
+
+def solved_by(solve: Solve) -> Callable[[EndpointT], EndpointT]:
+    """Serve the endpoint with the arguments ``solve`` reads from the request by hand
+    (``HandSolvedRoute``) instead of through FastAPI's dependency injection and validation,
+    which cost more than a hot path's own work. The endpoint's signature still makes the
+    OpenAPI document, so ``solve`` must check what it declares, with the same errors
+    (``caller_of``, ``header_errors``, ``parsed_body``); the API tests hold it to that."""
+
+    def mark(endpoint: EndpointT) -> EndpointT:
+        setattr(endpoint, _SOLVE, solve)
+        return endpoint
+
+    return mark
+
+
+class HandSolvedRoute(APIRoute):
+    """A route that serves an endpoint marked ``solved_by`` through its ``solve`` (others as
+    FastAPI does). A plain ``def`` endpoint runs in the thread pool; its answer, a model of
+    the route's ``response_model``, is serialised once, not validated again; a ``response``
+    argument (a ``Response``, as FastAPI gives) sets the answer's status and headers."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        solve: Solve | None = getattr(self.endpoint, _SOLVE, None)
+        if solve is None:
+            return super().get_route_handler()
+        if self.dependencies:
+            raise TypeError(f"{self.path}: a route solved by hand takes no dependencies")
+        endpoint = self.endpoint
+        status_code = self.status_code or 200
+        serializer = TypeAdapter(self.response_model).serializer
+        exclude_none = self.response_model_exclude_none
+        takes_response = "response" in inspect.signature(endpoint).parameters
+        awaited = inspect.iscoroutinefunction(endpoint)
+
+        async def handle(request: Request) -> Response:
+            arguments = await solve(request)
+            given = Response()
+            del given.headers["content-length"]
+            given.status_code = None  # type: ignore[assignment]  # (unset, as FastAPI does)
+            if takes_response:
+                arguments["response"] = given
+            answer = (
+                await endpoint(**arguments)
+                if awaited
+                else await run_in_threadpool(endpoint, **arguments)
+            )
+            response = Response(
+                serializer.to_json(answer, exclude_none=exclude_none),
+                status_code=given.status_code or status_code,
+                media_type="application/json",
+            )
+            response.headers.raw.extend(given.headers.raw)
+            return response
+
+        return handle
 
 
 def require_self(caller: Actor) -> Actor:

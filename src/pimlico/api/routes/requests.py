@@ -10,10 +10,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Response, status
-from pydantic import AwareDatetime
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
+from pydantic import AwareDatetime, Field, TypeAdapter
 
-from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep, require_self, written
+from pimlico.api.deps import (
+    CallerDep,
+    HandSolvedRoute,
+    Page,
+    PagingDep,
+    RuntimeDep,
+    caller_of,
+    header_errors,
+    parsed_body,
+    require_self,
+    runtime_of,
+    solved_by,
+    written,
+)
 from pimlico.api.routes.request_models import (
     ID,
     NewRequest,
@@ -26,7 +39,7 @@ from pimlico.domain.requests import RequestAction, RequestStatus
 from pimlico.services import mfa, request_reads, requests
 from pimlico.services.requests import RequestFilter
 
-router = APIRouter(tags=["requests"])
+router = APIRouter(tags=["requests"], route_class=HandSolvedRoute)
 
 
 _EXAMPLES: dict[str, Any] = {
@@ -65,6 +78,22 @@ _EXAMPLES: dict[str, Any] = {
 }
 
 
+MAX_KEY = 256
+"""The longest ``Idempotency-Key``."""
+_KEY = TypeAdapter(Annotated[str, Field(max_length=MAX_KEY)])
+
+
+async def _create_arguments(request: Request) -> dict[str, Any]:
+    # Activations are the busiest writes people make (a shift starting, an incident): their
+    # arguments are read by hand, with the checks and errors the signature below declares.
+    rt = runtime_of(request)
+    caller = await caller_of(request, rt)
+    errors = header_errors(request, "Idempotency-Key", _KEY)
+    body = await parsed_body(request, NewRequest, errors=errors)
+    key = request.headers.get("idempotency-key")
+    return {"body": body, "caller": caller, "rt": rt, "idempotency_key": key}
+
+
 @router.post(
     "/requests",
     response_model=RequestOut,
@@ -72,6 +101,7 @@ _EXAMPLES: dict[str, Any] = {
     responses={200: {"model": RequestOut, "description": "A dry run: nothing was stored."}},
     summary="Ask for a change: activate, deactivate, extend, renew, assign, update, remove",
 )
+@solved_by(_create_arguments)
 def create_request(
     body: Annotated[NewRequest, Body(openapi_examples=_EXAMPLES)],
     caller: CallerDep,
@@ -81,7 +111,7 @@ def create_request(
         str | None,
         Header(
             alias="Idempotency-Key",
-            max_length=256,
+            max_length=MAX_KEY,
             description="Asking again with the same key answers the first request.",
         ),
     ] = None,
