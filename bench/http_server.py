@@ -2,8 +2,8 @@
 route (``POST /bench/constant``) that returns a constant through the same stack — the same
 uvicorn, middleware and JSON response — against which ``check`` is compared.
 
-Run as ``python -m bench.http_server DATABASE_URL PORT``, one process, no worker; it serves
-until killed.
+Run as ``python -m bench.http_server DATABASE_URL PORT``, one process, no worker, warmed up
+as ``pimlico serve`` warms up (``pimlico.api.warm``); it serves until killed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import uvicorn
 from fastapi import APIRouter
 
-from pimlico.api import create_app
+from pimlico.api import create_app, warm
 from pimlico.api.routes import decisions
 from pimlico.settings import Settings
 
@@ -39,6 +39,7 @@ def main(url: str, port: int) -> None:
         i for i, r in enumerate(routes) if getattr(r, "original_router", None) is decisions.router
     )
     routes.insert(at, included)
+    warm(app.state.runtime)  # as `pimlico serve` does
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

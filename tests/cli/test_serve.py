@@ -9,6 +9,7 @@ own on the same database — a third process, as far as the servers can tell.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -29,6 +30,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from pimlico.api import warm
 from pimlico.clock import as_utc
 from pimlico.db.tables import JobRow
 from pimlico.domain.catalogue import SECURITY_READER
@@ -336,3 +338,23 @@ def test_a_port_in_use_is_refused_in_one_line(migrated_url: str, tmp_path: Path)
     assert refused.returncode == 2
     assert refused.stderr.decode().startswith(f"error: CannotListen: 127.0.0.1:{port}: ")
     assert b"Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_warming_up_hides_what_exists_from_the_collector(
+    migrated_url: str,
+) -> None:
+    """``serve`` warms its process up (``warm``) before its first request: what exists then
+    is no longer walked by a full collection, which would otherwise pause every request for
+    as long as walking it takes (seconds, with a large decision index)."""
+    with Pimlico(Settings(database_url=migrated_url)) as rt:
+        made_before = {"a container": ["the collector tracks"]}
+        assert gc.is_tracked(made_before)
+        try:
+            warm(rt)
+            assert gc.get_freeze_count() > 0
+            assert not any(o is made_before for o in gc.get_objects())
+            made_after: dict[str, list[str]] = {"a container": []}
+            assert any(o is made_after for o in gc.get_objects())
+        finally:
+            gc.unfreeze()

@@ -8,6 +8,7 @@ closed at shutdown, unless the caller passes its own.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -84,3 +85,17 @@ def create_app(settings: Settings, *, runtime: Pimlico | None = None) -> FastAPI
     # After the API's routes: no portal page is matched before an operation of the API.
     web.install(app)
     return app
+
+
+def warm(rt: Pimlico) -> None:
+    """Ready a serving process before its first request: build the decision index now, not on
+    a request's path, then move everything made so far (the code, the app, the index) out of
+    the cyclic garbage collector's sight (``gc.freeze``). A full collection walks every object
+    it tracks while no request is answered: about 0.1 s for the app alone, 1.5 to 2 s with an
+    index of a million assignments (some 4 million objects), and one comes whenever enough
+    objects have outlived two younger collections. Frozen, it walks only what was made
+    since. (A frozen object is still freed when its last reference goes; only cycles among
+    frozen objects would wait for ``gc.unfreeze``.)"""
+    rt.decisions.current()
+    gc.collect()
+    gc.freeze()

@@ -172,8 +172,9 @@ def solved_by(solve: Solve) -> Callable[[EndpointT], EndpointT]:
 class HandSolvedRoute(APIRoute):
     """A route that serves an endpoint marked ``solved_by`` through its ``solve`` (others as
     FastAPI does). A plain ``def`` endpoint runs in the thread pool; its answer, a model of
-    the route's ``response_model``, is serialised once, not validated again; a ``response``
-    argument (a ``Response``, as FastAPI gives) sets the answer's status and headers."""
+    the route's ``response_model``, is serialised once, not validated again (a ``Response``
+    is sent as it is); a ``response`` argument (a ``Response``, as FastAPI gives) sets the
+    answer's status and headers."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         solve: Solve | None = getattr(self.endpoint, _SOLVE, None)
@@ -200,6 +201,8 @@ class HandSolvedRoute(APIRoute):
                 if awaited
                 else await run_in_threadpool(endpoint, **arguments)
             )
+            if isinstance(answer, Response):  # made by the endpoint: sent as it is
+                return answer
             response = Response(
                 serializer.to_json(answer, exclude_none=exclude_none),
                 status_code=given.status_code or status_code,

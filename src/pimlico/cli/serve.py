@@ -64,12 +64,13 @@ def serve(
     # Imported here, not above: every other command would pay for loading the web stack.
     import uvicorn
 
-    from pimlico.api import create_app
+    from pimlico.api import create_app, warm
 
     config = settings()
     stop = threading.Event()
     with runtime() as rt, contextlib.closing(_bind(host, port)) as listening:
         app = create_app(config, runtime=rt)
+        warm(rt)
         server = uvicorn.Server(
             uvicorn.Config(app, log_level=log_level.value, lifespan="on", server_header=False)
         )

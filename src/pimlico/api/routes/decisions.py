@@ -12,18 +12,26 @@ the answer reflect that write, even when it went through another process.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field, TypeAdapter
 from typing_extensions import TypedDict
 
-from pimlico.api.deps import CallerDep, RuntimeDep, caller_of, parsed_body, runtime_of
+from pimlico.api.deps import (
+    CallerDep,
+    HandSolvedRoute,
+    RuntimeDep,
+    caller_of,
+    parsed_body,
+    runtime_of,
+    solved_by,
+)
 from pimlico.domain.decisions import Access, Decision, Grant, Step, from_ts
 from pimlico.services import decisions
 from pimlico.services.runtime import Actor, Pimlico
 
-router = APIRouter(tags=["decisions"])
+router = APIRouter(tags=["decisions"], route_class=HandSolvedRoute)
 
 
 class Question(BaseModel):
@@ -211,28 +219,24 @@ class AccessOut(BaseModel):
         )
 
 
+async def _check_arguments(request: Request) -> dict[str, Any]:
+    # Every policy point's call comes here, so its arguments are read by hand (the same
+    # functions, the same errors as the signature below declares): dependency injection and
+    # body validation would cost more than the decision.
+    rt = runtime_of(request)
+    caller = await caller_of(request, rt)
+    return {"body": await parsed_body(request, CheckRequest), "caller": caller, "rt": rt}
+
+
 @router.post(
     "/decisions/check",
     response_model=DecisionOut,
     response_model_exclude_none=True,
     summary="May this principal use this permission at this scope?",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/CheckRequest"}}
-            },
-        }
-    },
 )
-async def check(request: Request) -> Response:
-    # Every policy point's call comes here, so it does by hand what dependency injection and
-    # body validation would do (the same functions, the same errors): they cost more than the
-    # decision. And it serialises its answer at once, without a model (returned as one,
-    # FastAPI would validate it against ``response_model`` again before dumping it).
-    rt = runtime_of(request)
-    caller = await caller_of(request, rt)
-    body = await parsed_body(request, CheckRequest)
+@solved_by(_check_arguments)
+async def check(body: CheckRequest, caller: CallerDep, rt: RuntimeDep) -> Response:
+    # Its answer is serialised at once, without a model (``answer_json``).
     decision = _decide(rt, caller, body, body.at_least_revision)
     return Response(answer_json(decision), media_type="application/json")
 
