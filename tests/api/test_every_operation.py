@@ -4,6 +4,7 @@ declared schema, and every operation has a summary."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -64,6 +65,25 @@ def test_every_operation_has_a_summary_and_a_declared_success_schema(settings: S
                 if path == "/metrics":
                     continue
                 assert schema, (method, path, code)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_no_operation_documents_an_answer_it_never_gives(
+    settings: Settings, anonymous: TestClient
+) -> None:
+    """Validation errors are 400 problems, so FastAPI's 422 is in no operation, and no
+    reference points at a schema that is not in the document."""
+    document = create_app(settings).openapi()
+    for method, path, operation in operations(settings):
+        responses = operation["responses"]
+        assert isinstance(responses, dict)
+        assert "422" not in responses, (method, path)
+        assert "400" in responses, (method, path)
+    text = json.dumps(document)
+    for name in set(re.findall(r'"#/components/schemas/([^"]+)"', text)):
+        assert name in document["components"]["schemas"], name
+    served = anonymous.get("/openapi.json").json()
+    assert served == document
 
 
 def test_a_nul_character_is_bad_input_not_a_server_error(admin: TestClient, admin_id: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -84,7 +85,28 @@ def create_app(settings: Settings, *, runtime: Pimlico | None = None) -> FastAPI
         app.include_router(module.router, prefix=API_PREFIX)
     # After the API's routes: no portal page is matched before an operation of the API.
     web.install(app)
+    _document_problems_only(app)
     return app
+
+
+def _document_problems_only(app: FastAPI) -> None:
+    """Leave FastAPI's "422 Validation Error" out of the OpenAPI document: it adds one to
+    every operation with a parameter or a body, but a request that fails validation is
+    answered 400, a problem naming each field (``problems``), which every operation
+    declares already."""
+    made = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = made()
+            for item in schema["paths"].values():
+                for operation in item.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema  # type: ignore[return-value]  # set by ``made``
+
+    app.openapi = document  # type: ignore[method-assign]
 
 
 def warm(rt: Pimlico) -> None:
