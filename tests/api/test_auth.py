@@ -168,7 +168,7 @@ def test_a_personal_token_is_shown_once_listed_without_its_secret_and_revocable(
     assert made.status_code == 201, made.text
     bearer = made.json()["token"]
     token_id = made.json()["details"]["id"]
-    listed = admin.get("/api/v1/tokens").json()
+    listed = admin.get("/api/v1/tokens").json()["items"]
     assert token_id in {t["id"] for t in listed}
     assert bearer not in str(listed)
     using = {"Authorization": f"Bearer {bearer}"}
@@ -283,7 +283,8 @@ def test_a_token_s_last_use_is_recorded_within_a_minute(
     assert made["details"]["last_used_at"] is None
     anonymous.get("/api/v1/me", headers={"Authorization": f"Bearer {made['token']}"})
     clock.advance(timedelta(minutes=1))
-    listed = {t["id"]: t for t in admin.get("/api/v1/tokens").json()}  # (this use writes both)
+    answer = admin.get("/api/v1/tokens").json()["items"]  # (this use writes both)
+    listed = {t["id"]: t for t in answer}
     assert listed[token_id]["last_used_at"] is not None
 
 
@@ -335,3 +336,49 @@ def test_tokens_first_used_at_the_same_time_are_read_together_each_answered_as_i
     assert [answers[b] for b in bearers] == holders
     for bearer in refused.values():
         assert isinstance(answers[bearer], NotAuthenticated)
+
+
+def test_tokens_are_listed_newest_first_by_cursor_and_filtered(
+    rt: Pimlico, admin: TestClient, admin_id: str, clock: FixedClock
+) -> None:
+    made: list[dict[str, str]] = []
+    for n in range(5):
+        clock.advance(timedelta(seconds=1))
+        if n % 2:
+            details = admin.post("/api/v1/tokens", json={"name": f"t{n}"}).json()["details"]
+            made.append({"id": details["id"], "kind": details["kind"]})
+        else:
+            token = accounts.sign_in(rt, user_name=ADMIN, password=PASSWORD).token
+            made.append({"id": token.id, "kind": token.kind})
+    revoked = made[1]["id"]
+    assert admin.delete(f"/api/v1/tokens/{revoked}").status_code == 200
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = admin.get("/api/v1/tokens", params=params).json()
+        assert len(page["items"]) <= 2
+        seen += [t["id"] for t in page["items"]]
+        cursor = page.get("next_cursor")
+        if cursor is None:
+            break
+    everything = admin.get("/api/v1/tokens", params={"limit": 500}).json()["items"]
+    assert seen == [t["id"] for t in everything]
+    assert len(seen) == len(set(seen))
+    created = [t["created_at"] for t in everything]
+    assert created == sorted(created, reverse=True)
+    assert {t["id"] for t in made} <= set(seen)
+
+    personal = admin.get("/api/v1/tokens", params={"kind": "personal"}).json()["items"]
+    assert {t["kind"] for t in personal} == {"personal"}
+    assert {t["id"] for t in personal} == {t["id"] for t in made if t["kind"] == "personal"}
+    usable = admin.get("/api/v1/tokens", params={"usable": True}).json()["items"]
+    assert revoked in seen
+    assert revoked not in {t["id"] for t in usable}
+    assert all(t["revoked_at"] is None for t in usable)
+
+    for params, field in (({"kind": "forever"}, "kind"), ({"cursor": "not-a-cursor"}, "cursor")):
+        refused = admin.get("/api/v1/tokens", params=params)
+        assert refused.status_code == 400, refused.text
+        assert field in {e["field"] for e in refused.json()["errors"]}

@@ -19,6 +19,7 @@ import binascii
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query, Request, Response
@@ -279,6 +280,41 @@ async def _paging(
 
 
 PagingDep = Annotated[Paging, Depends(_paging)]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def newest_first(at: datetime, item_id: str) -> tuple[int, str]:
+    """The paging key of a list ordered newest first (by ``at``), then by id: unique and
+    stable (``after_cursor`` reads it back from a cursor)."""
+    return -((at - _EPOCH) // _MICROSECOND), item_id
+
+
+def after_cursor(paging: Paging) -> tuple[datetime, str] | None:
+    """The ``(at, id)`` of the last item of the page before, from the cursor of a
+    ``newest_first`` key, for a list paged in SQL; ``InvalidInput`` naming ``cursor`` for
+    any other cursor."""
+    if paging.cursor is None:
+        return None
+    refusal = InvalidInput(
+        "cursor: not a cursor of this list",
+        [FieldError("cursor", "cursor", "pass back a next_cursor of this list unchanged")],
+    )
+    key = decode_cursor(paging.cursor)
+    if (
+        len(key) != 2
+        or not isinstance(key[0], int)
+        or isinstance(key[0], bool)
+        or not isinstance(key[1], str)
+    ):
+        raise refusal
+    try:
+        # A forged cursor can hold any integer: beyond datetime's years 1..9999 it overflows.
+        return _EPOCH - key[0] * _MICROSECOND, key[1]
+    except OverflowError:
+        raise refusal from None
 
 
 def _comparable(key: Any) -> list[Any]:

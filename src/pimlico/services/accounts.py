@@ -29,7 +29,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
@@ -72,6 +72,7 @@ from pimlico.services.request_effects import record_admin
 from pimlico.services.runtime import Actor, Pimlico, Written
 
 SESSION, PERSONAL, SERVICE = "session", "personal", "service"
+KINDS = (SESSION, PERSONAL, SERVICE)
 TOKEN_PREFIX = "pim_"  # noqa: S105 (the marker of a token, not a secret)
 ALL_SCOPES = "*"
 SELF = "pim.self"
@@ -384,23 +385,50 @@ def _issue(
     return IssuedToken(token, f"{TOKEN_PREFIX}{token_id}_{secret}", w.revision)
 
 
-def list_tokens(rt: Pimlico, *, actor: Actor, principal_id: str | None = None) -> list[Token]:
-    """The tokens of ``principal_id`` (default: the caller's own), newest first; another's
-    need ``pim.users.read``."""
+def list_tokens(
+    rt: Pimlico,
+    *,
+    actor: Actor,
+    principal_id: str | None = None,
+    kind: str | None = None,
+    usable: bool = False,
+    after: tuple[datetime, str] | None = None,
+    limit: int | None = None,
+) -> list[Token]:
+    """The tokens of ``principal_id`` (default: the caller's own), newest first (then by id);
+    another's need ``pim.users.read``. Only those of ``kind`` if given; only those neither
+    revoked nor expired if ``usable``; only those after ``after`` (the ``(created_at, id)``
+    of the previous page's last token), at most ``limit``."""
     principal_id = principal_id or actor.principal_id
     if principal_id is None:
         raise InvalidInput(
             "principal_id: whose tokens?", [FieldError("principal_id", "required", "needed")]
         )
+    if kind is not None and kind not in KINDS:
+        raise InvalidInput(
+            f"kind: one of {', '.join(KINDS)}",
+            [FieldError("kind", "enum", f"one of {', '.join(KINDS)}")],
+        )
     if principal_id != actor.principal_id:
         authorize(rt, actor, Perm.USERS_READ)
-    with rt.reading() as s:
-        rows = s.scalars(
-            select(ApiTokenRow)
-            .where(ApiTokenRow.principal_id == principal_id)
-            .order_by(ApiTokenRow.created_at.desc(), ApiTokenRow.id)
+    query = select(ApiTokenRow).where(ApiTokenRow.principal_id == principal_id)
+    if kind is not None:
+        query = query.where(ApiTokenRow.kind == kind)
+    if usable:
+        query = query.where(
+            ApiTokenRow.revoked_at.is_(None), ApiTokenRow.expires_at > rt.clock.now()
         )
-        return [_token(r) for r in rows]
+    if after is not None:
+        at, last_id = after
+        query = query.where(
+            or_(
+                ApiTokenRow.created_at < at,
+                and_(ApiTokenRow.created_at == at, ApiTokenRow.id > last_id),
+            )
+        )
+    query = query.order_by(ApiTokenRow.created_at.desc(), ApiTokenRow.id).limit(limit)
+    with rt.reading() as s:
+        return [_token(r) for r in s.scalars(query)]
 
 
 def revoke_token(rt: Pimlico, *, actor: Actor, token_id: str) -> Written[Token]:

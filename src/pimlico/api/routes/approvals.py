@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Response
 
 from pimlico.api.deps import Page, PagingDep, RuntimeDep, SelfDep, written
-from pimlico.api.routes.request_models import Decide, RequestOut, newest_first
+from pimlico.api.routes.request_models import Decide, RequestOut, newest_first_request
 from pimlico.services import approvals, requests
 
 router = APIRouter(tags=["approvals"])
@@ -27,7 +27,7 @@ Asked = Annotated[Decide | None, Body()]
 )
 def inbox(caller: SelfDep, rt: RuntimeDep, paging: PagingDep) -> Page[RequestOut]:
     found = requests.list_requests(rt, actor=caller, to_approve=True)
-    return paging.page(found, newest_first, RequestOut.of)
+    return paging.page(found, newest_first_request, RequestOut.of)
 
 
 @router.post(

@@ -8,13 +8,13 @@ Anyone sees their own assignments (the token's ``pim.self`` scope); seeing other
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep, require_self
+from pimlico.api.deps import CallerDep, Page, PagingDep, RuntimeDep, newest_first, require_self
 from pimlico.api.routes.request_models import ID, PrincipalOut, TargetOut
 from pimlico.domain.model import (
     Assignment,
@@ -29,9 +29,6 @@ from pimlico.services import assignments
 from pimlico.services.runtime import Actor, Pimlico
 
 router = APIRouter(tags=["assignments"])
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 class AssignmentOut(BaseModel):
@@ -121,7 +118,7 @@ FiltersDep = Annotated[Filters, Depends()]
 
 
 def _newest_first(a: Assignment) -> tuple[int, str]:
-    return -((a.created_at - _EPOCH) // _MICROSECOND), a.id
+    return newest_first(a.created_at, a.id)
 
 
 def _listed(

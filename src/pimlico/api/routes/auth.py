@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from pimlico.api.deps import CallerDep, RuntimeDep, SelfDep, written
+from pimlico.api.deps import (
+    CallerDep,
+    Page,
+    PagingDep,
+    RuntimeDep,
+    SelfDep,
+    after_cursor,
+    newest_first,
+    written,
+)
 from pimlico.domain.model import PrincipalType
 from pimlico.services import accounts
 
@@ -144,13 +153,34 @@ def change_password(
     written(response, done.revision)
 
 
-@router.get("/tokens", response_model=list[TokenOut], summary="Tokens of oneself or another")
+@router.get(
+    "/tokens",
+    response_model=Page[TokenOut],
+    summary="Tokens of oneself or another (pim.users.read), newest first",
+)
 def list_tokens(
-    caller: CallerDep, rt: RuntimeDep, principal_id: str | None = None
-) -> list[TokenOut]:
-    return [
-        TokenOut.of(t) for t in accounts.list_tokens(rt, actor=caller, principal_id=principal_id)
-    ]
+    caller: CallerDep,
+    rt: RuntimeDep,
+    paging: PagingDep,
+    principal_id: Annotated[
+        str | None, Query(max_length=64, description="Whose tokens; default: the caller's.")
+    ] = None,
+    kind: Annotated[
+        Literal["session", "personal", "service"] | None,
+        Query(description="Only sign-in sessions, personal or service-account tokens."),
+    ] = None,
+    usable: Annotated[bool, Query(description="Only tokens neither revoked nor expired.")] = False,
+) -> Page[TokenOut]:
+    found = accounts.list_tokens(
+        rt,
+        actor=caller,
+        principal_id=principal_id,
+        kind=kind,
+        usable=usable,
+        after=after_cursor(paging),
+        limit=paging.limit + 1,
+    )
+    return paging.page(found, lambda t: newest_first(t.created_at, t.id), TokenOut.of)
 
 
 @router.post(

@@ -8,7 +8,7 @@ services'. Durations are ISO 8601 (``PT8H``), instants RFC 3339 with their offse
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from pydantic import (
@@ -21,7 +21,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from pimlico.api.deps import Paging, decode_cursor
+from pimlico.api.deps import newest_first
 from pimlico.domain.durations import format_duration, parse_duration
 from pimlico.domain.model import (
     GROUP_SCOPE,
@@ -39,13 +39,10 @@ from pimlico.domain.requests import (
     Schedule,
     Ticket,
 )
-from pimlico.errors import FieldError, InvalidInput
 from pimlico.services.lookups import MAX_TEXT
 from pimlico.services.request_records import TICKET_FIELD_LENGTH, RequestView
 
 ID = 64
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def _duration(value: object) -> object:
@@ -314,31 +311,7 @@ class RequestOut(BaseModel):
         )
 
 
-def newest_first(view: RequestView) -> tuple[int, str]:
-    """The paging key of a request list: newest first, then by id (unique and stable)."""
-    r = view.request
-    return -((r.requested_at - _EPOCH) // _MICROSECOND), r.id
-
-
-def after_cursor(paging: Paging) -> tuple[datetime, str] | None:
-    """The ``(requested_at, id)`` of the last request of the page before, from the cursor
-    ``newest_first`` made (a request list pages in SQL: ``services.request_reads``)."""
-    if paging.cursor is None:
-        return None
-    refusal = InvalidInput(
-        "cursor: not a cursor of this list",
-        [FieldError("cursor", "cursor", "pass back a next_cursor of this list unchanged")],
-    )
-    key = decode_cursor(paging.cursor)
-    if (
-        len(key) != 2
-        or not isinstance(key[0], int)
-        or isinstance(key[0], bool)
-        or not isinstance(key[1], str)
-    ):
-        raise refusal
-    try:
-        # A forged cursor can hold any integer: beyond datetime's years 1..9999 it overflows.
-        return _EPOCH - key[0] * _MICROSECOND, key[1]
-    except OverflowError:
-        raise refusal from None
+def newest_first_request(view: RequestView) -> tuple[int, str]:
+    """The paging key of a request list: newest first, then by id (``deps.newest_first``; a
+    request list pages in SQL, ``services.request_reads``, from ``deps.after_cursor``)."""
+    return newest_first(view.request.requested_at, view.request.id)

@@ -19,6 +19,7 @@ from pimlico.api.deps import (
     Page,
     PagingDep,
     RuntimeDep,
+    after_cursor,
     caller_of,
     header_errors,
     parsed_body,
@@ -31,8 +32,7 @@ from pimlico.api.routes.request_models import (
     ID,
     NewRequest,
     RequestOut,
-    after_cursor,
-    newest_first,
+    newest_first_request,
 )
 from pimlico.domain.model import PrincipalRef, PrincipalType, TargetType
 from pimlico.domain.requests import RequestAction, RequestStatus
@@ -181,7 +181,7 @@ def list_requests(
     found = request_reads.requests_page(
         rt, actor=caller, mine=mine, where=where, after=after_cursor(paging), limit=paging.limit + 1
     )
-    return paging.page(found, newest_first, RequestOut.of)
+    return paging.page(found, newest_first_request, RequestOut.of)
 
 
 @router.get(

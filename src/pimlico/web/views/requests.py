@@ -18,8 +18,8 @@ from typing import Annotated
 from fastapi import Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from pimlico.api.deps import Paging, encode_cursor, runtime_of
-from pimlico.api.routes.request_models import after_cursor, newest_first
+from pimlico.api.deps import Paging, after_cursor, encode_cursor, runtime_of
+from pimlico.api.routes.request_models import newest_first_request
 from pimlico.domain.model import AssignmentKind, TargetType
 from pimlico.domain.policy import ApproverType
 from pimlico.domain.requests import TRANSITIONS, RequestAction, RequestStatus
@@ -265,7 +265,7 @@ def my_requests(
     )
     more = len(found) > PAGE
     found = found[:PAGE]
-    following = encode_cursor(list(newest_first(found[-1]))) if more else None
+    following = encode_cursor(list(newest_first_request(found[-1]))) if more else None
     return page(
         request,
         "requests.html",
