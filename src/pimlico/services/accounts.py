@@ -29,7 +29,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from pimlico.db.audit import WriteContext
@@ -67,7 +67,13 @@ from pimlico.services import assignment_changes, directory, mfa, role_settings
 from pimlico.services.decisions import authorize
 from pimlico.services.group_commit import GroupCommit
 from pimlico.services.guards import global_administrators
-from pimlico.services.lookups import check_email, check_name, get_row, user_by_name
+from pimlico.services.lookups import (
+    check_email,
+    check_name,
+    get_row,
+    newest_first_page,
+    user_by_name,
+)
 from pimlico.services.request_effects import record_admin
 from pimlico.services.runtime import Actor, Pimlico, Written
 
@@ -418,15 +424,7 @@ def list_tokens(
         query = query.where(
             ApiTokenRow.revoked_at.is_(None), ApiTokenRow.expires_at > rt.clock.now()
         )
-    if after is not None:
-        at, last_id = after
-        query = query.where(
-            or_(
-                ApiTokenRow.created_at < at,
-                and_(ApiTokenRow.created_at == at, ApiTokenRow.id > last_id),
-            )
-        )
-    query = query.order_by(ApiTokenRow.created_at.desc(), ApiTokenRow.id).limit(limit)
+    query = newest_first_page(query, ApiTokenRow.created_at, ApiTokenRow.id, after, limit)
     with rt.reading() as s:
         return [_token(r) for r in s.scalars(query)]
 

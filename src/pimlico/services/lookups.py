@@ -9,8 +9,8 @@ import re
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, bindparam, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, bindparam, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from pimlico.db.tables import Base, GroupRow, RoleRow, ServiceAccountRow, UserRow
 from pimlico.domain.model import PrincipalRef, PrincipalType
@@ -127,3 +127,22 @@ def check_instant(value: datetime | None, field: str) -> datetime | None:
             [FieldError(field, "Timezone", "give an instant with its offset, e.g. ...Z")],
         )
     return value
+
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
+
+
+def newest_first_page(
+    query: SelectT,
+    at: InstrumentedAttribute[datetime],
+    row_id: InstrumentedAttribute[str],
+    after: tuple[datetime, str] | None,
+    limit: int | None,
+) -> SelectT:
+    """``query`` ordered newest first by ``at``, then by ``row_id``, from just after
+    ``after`` (the ``(at, id)`` of the previous page's last row; keyset paging), at most
+    ``limit`` rows."""
+    if after is not None:
+        last_at, last_id = after
+        query = query.where(or_(at < last_at, and_(at == last_at, row_id > last_id)))
+    return query.order_by(at.desc(), row_id).limit(limit)

@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from pimlico.db.tables import ApprovalDecisionRow, RequestRow
 from pimlico.domain.approvals import Decision
 from pimlico.domain.catalogue import Perm
 from pimlico.errors import FieldError, InvalidInput
 from pimlico.services.decisions import authorize
+from pimlico.services.lookups import newest_first_page
 from pimlico.services.request_records import RequestView, new_view, person
 from pimlico.services.requests import RequestFilter, _filtered
 from pimlico.services.runtime import Actor, Pimlico
@@ -46,15 +47,7 @@ def requests_page(
         query = query.where(RequestRow.requested_by == person(actor))
     else:
         authorize(rt, actor, Perm.REQUESTS_READ)
-    if after is not None:
-        at, last_id = after
-        query = query.where(
-            or_(
-                RequestRow.requested_at < at,
-                and_(RequestRow.requested_at == at, RequestRow.id > last_id),
-            )
-        )
-    query = query.order_by(RequestRow.requested_at.desc(), RequestRow.id).limit(limit)
+    query = newest_first_page(query, RequestRow.requested_at, RequestRow.id, after, limit)
     with rt.reading() as s:
         rows = list(s.scalars(query))
         decided: dict[str, list[Decision]] = defaultdict(list)
