@@ -341,14 +341,15 @@ def export(
             if writer is None:
                 out.write(canonical_json(record.as_dict()) + "\n")
             else:
-                writer.writerow(_csv_row(record))
+                writer.writerow(csv_row(record))
         count += len(records)
         if len(records) < batch:
             return count
         after_sequence = records[-1].sequence
 
 
-def _csv_row(record: AuditRecord) -> list[object]:
+def csv_row(record: AuditRecord) -> list[object]:
+    """``record``'s cells in a CSV export, in ``EXPORT_FIELDS`` order (see ``export``)."""
     values = record.as_dict()
     values["before"] = record.before
     values["after"] = record.after

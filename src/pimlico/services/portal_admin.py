@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from pimlico.db import mappers
-from pimlico.db.audit import EXPORT_FIELDS
+from pimlico.db.audit import EXPORT_FIELDS, csv_row
 from pimlico.db.tables import (
     AssignmentRow,
     GroupRow,
@@ -217,7 +217,7 @@ def export_events(
                 if writer is None:
                     out.write(canonical_json(record.as_dict()) + "\n")
                 else:
-                    writer.writerow(_csv_row(record))
+                    writer.writerow(csv_row(record))
             yield out.getvalue()
             out.seek(0)
             out.truncate()
@@ -226,13 +226,6 @@ def export_events(
             records = batch(records[-1].sequence)
 
     return chunks()
-
-
-def _csv_row(record: AuditRecord) -> list[object]:
-    values = record.as_dict()
-    values["before"] = record.before
-    values["after"] = record.after
-    return ["" if values[name] is None else values[name] for name in EXPORT_FIELDS]
 
 
 @dataclass(frozen=True, slots=True)
