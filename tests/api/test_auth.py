@@ -41,6 +41,7 @@ def test_sign_in_gives_a_session_token_that_authenticates(
     me = anonymous.get("/api/v1/me", headers={"Authorization": f"Bearer {body['token']}"})
     assert me.status_code == 200
     assert me.json()["principal_id"] == alex
+    assert me.json()["name"] == "alex"
 
 
 def test_unknown_user_and_wrong_password_get_the_same_answer(

@@ -52,7 +52,7 @@ def test_a_user_activates_checks_and_deactivates_through_the_server(
         result = runner.invoke(app, ["me", *args])
         return result.exit_code, result.output + (result.stderr or "")
 
-    assert me("whoami") == (0, f"{alex} (scopes: all)\n")
+    assert me("whoami") == (0, f"alex ({alex}; scopes: all)\n")
     code, listed = me("eligible")
     assert code == 0
     assert eligible in listed

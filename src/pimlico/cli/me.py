@@ -70,7 +70,7 @@ def whoami() -> None:
     with Client.from_environment() as pimlico:
         me = pimlico.me()
     scopes = "all" if me.scopes is None else ", ".join(me.scopes)
-    say(f"{me.principal_id} (scopes: {scopes})")
+    say(f"{me.name} ({me.principal_id}; scopes: {scopes})")
 
 
 @_command("eligible")

@@ -391,6 +391,17 @@ def _issue(
     return IssuedToken(token, f"{TOKEN_PREFIX}{token_id}_{secret}", w.revision)
 
 
+def name_of(rt: Pimlico, actor: Actor) -> str:
+    """The name ``actor`` signs in or is known by: a user's user name, a service account's
+    name (the id if the record is gone)."""
+    assert actor.principal_id is not None
+    table = UserRow if actor.principal_type is PrincipalType.USER else ServiceAccountRow
+    column = UserRow.user_name if table is UserRow else ServiceAccountRow.name
+    with rt.reading() as s:
+        found = s.scalar(select(column).where(table.id == actor.principal_id))
+    return found or actor.principal_id
+
+
 def list_tokens(
     rt: Pimlico,
     *,

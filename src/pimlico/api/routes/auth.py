@@ -92,7 +92,7 @@ class NewToken(BaseModel):
 
 class Me(BaseModel):
     principal_id: str
-    name: str
+    name: str = Field(description="A user's user name, a service account's name.")
     scopes: list[str] | None = Field(description="The token's scopes; null: unrestricted.")
 
 
@@ -128,10 +128,11 @@ def sign_out(request: Request, caller: CallerDep, rt: RuntimeDep, response: Resp
 
 
 @router.get("/me", response_model=Me, summary="Who the caller is")
-def me(caller: CallerDep) -> Me:
+def me(caller: CallerDep, rt: RuntimeDep) -> Me:
     assert caller.principal_id is not None
     scopes = None if caller.scopes is None else sorted(caller.scopes)
-    return Me(principal_id=caller.principal_id, name=caller.name, scopes=scopes)
+    name = accounts.name_of(rt, caller)
+    return Me(principal_id=caller.principal_id, name=name, scopes=scopes)
 
 
 @router.put(

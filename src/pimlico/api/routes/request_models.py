@@ -138,7 +138,13 @@ class NewRequest(BaseModel):
     assignment_id: str | None = Field(
         default=None, max_length=ID, description="admin_update/remove/extend/renew."
     )
-    schedule: ScheduleIn | None = Field(default=None, description="Absent: from now, default end.")
+    schedule: ScheduleIn | None = Field(
+        default=None,
+        description=(
+            "Absent: from now, to the end the role settings allow (self-service). "
+            "admin_assign needs one: a duration, an end, or no expiration."
+        ),
+    )
     justification: str | None = Field(default=None, max_length=MAX_TEXT)
     ticket: TicketIn | None = None
     dry_run: bool = Field(
